@@ -1,0 +1,2 @@
+//! Host key verification: OpenSSH known_hosts files and pinned fingerprints.
+pub mod known_hosts;

@@ -1,0 +1,5 @@
+//! warren: an always-on SSH tunnel daemon. The library holds every behaviour;
+//! the `warren` binary only parses the command line and calls in here.
+#![forbid(unsafe_code)]
+
+pub mod hostkey;

@@ -1,0 +1,1 @@
+//! Test harness: throwaway OpenSSH servers, peers and warren runners.

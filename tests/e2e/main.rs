@@ -1,0 +1,3 @@
+//! End-to-end tests: warren against the real OpenSSH `sshd` on loopback.
+
+mod harness;
