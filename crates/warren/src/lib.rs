@@ -2,4 +2,9 @@
 //! the `warren` binary only parses the command line and calls in here.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod hostkey;
+pub mod logging;
+pub mod secret;

@@ -1,1 +1,28 @@
-fn main() {}
+//! The `warren` binary: parse the command line and hand over to the library.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use warren::cli::{Cli, Command, exit};
+use warren::config::Env;
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err((e, code)) => {
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let env = Env::from_process();
+    let code = match cli.command {
+        Command::Check(arg) => {
+            warren::commands::check(&arg, &env, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Run(_) | Command::Status(_) | Command::Reload(_) | Command::Connect(_) => {
+            eprintln!("warren: this command is not built yet");
+            exit::FAILURE
+        }
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,617 @@
+//! Table tests of stage two: every validation rule and default of SPEC section 2.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn env() -> Env {
+    Env {
+        home: Some("/home/op".into()),
+        user: "op".into(),
+        is_root: false,
+        runtime_directory: Some("/run/warren".into()),
+        xdg_runtime_dir: None,
+        xdg_config_home: None,
+    }
+}
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::parse(src, Path::new("/etc/warren/w.toml"), &env())
+}
+
+fn ok(src: &str) -> Config {
+    match parse(src) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+/// The problems as `LINE:COLUMN: message`.
+fn problems(src: &str) -> Vec<String> {
+    match parse(src) {
+        Ok(_) => panic!("expected problems in:\n{src}"),
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn one_problem(src: &str) -> String {
+    let p = problems(src);
+    assert_eq!(p.len(), 1, "expected exactly one problem, got {p:#?}");
+    p.into_iter().next().unwrap_or_default()
+}
+
+const HOST: &str = "[hosts.db]\nhostname = \"10.0.0.5\"\n";
+
+#[test]
+fn empty_file_is_valid_and_idles() {
+    let c = ok("");
+    assert!(c.hosts.is_empty());
+    assert!(c.forwards.is_empty());
+    assert_eq!(
+        c.daemon.control_socket,
+        PathBuf::from("/run/warren/warren.sock")
+    );
+    assert_eq!(c.daemon.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.daemon.ssh_config, None);
+}
+
+#[test]
+fn host_defaults_follow_the_spec() {
+    let c = ok("[hosts.db]\n");
+    let h = &c.hosts["db"];
+    assert_eq!(h.hostname, "db");
+    assert_eq!(h.port, 22);
+    assert_eq!(h.user, "op");
+    assert_eq!(
+        h.identity_files,
+        ["id_ed25519", "id_ecdsa", "id_rsa"].map(|k| PathBuf::from("/home/op/.ssh").join(k))
+    );
+    assert!(!h.identity_files_explicit);
+    assert!(h.agent);
+    assert_eq!(h.passphrase_file, None);
+    assert_eq!(h.password_file, None);
+    assert_eq!(
+        h.known_hosts,
+        [
+            PathBuf::from("/home/op/.ssh/known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts")
+        ]
+    );
+    assert_eq!(h.host_key_policy, HostKeyPolicy::Strict);
+    assert!(h.host_key_fingerprints.is_empty());
+    assert_eq!(h.route, Route::Direct);
+    assert_eq!(h.connect_timeout, Duration::from_secs(15));
+    assert_eq!(h.keepalive_interval, Duration::from_secs(15));
+    assert_eq!(h.keepalive_count_max, 3);
+    assert_eq!(h.reconnect_min, Duration::from_secs(1));
+    assert_eq!(h.reconnect_max, Duration::from_secs(60));
+}
+
+#[test]
+fn hosts_inherit_defaults_and_override_them() {
+    let c = ok(r#"
+[daemon]
+control_socket = "~/w.sock"
+shutdown_grace = "0s"
+ssh_config = true
+
+[defaults]
+user = "tunnel"
+port = 2222
+identity_files = ["keys/id_ed25519"]
+passphrase_file = "/etc/warren/key.pass"
+agent = false
+password_file = "pw"
+known_hosts = ["/etc/warren/known_hosts"]
+host_key_policy = "accept-new"
+connect_timeout = "5s"
+keepalive_interval = "500ms"
+keepalive_count_max = 2
+reconnect_min = "200ms"
+reconnect_max = "1m30s"
+
+[hosts.a]
+[hosts.b]
+user = "other"
+port = 22
+agent = true
+keepalive_count_max = 7
+"#);
+    assert_eq!(c.daemon.control_socket, PathBuf::from("/home/op/w.sock"));
+    assert_eq!(c.daemon.shutdown_grace, Duration::ZERO);
+    assert_eq!(
+        c.daemon.ssh_config,
+        Some(PathBuf::from("/home/op/.ssh/config"))
+    );
+    let a = &c.hosts["a"];
+    assert_eq!((a.user.as_str(), a.port, a.agent), ("tunnel", 2222, false));
+    assert_eq!(
+        a.identity_files,
+        [PathBuf::from("/etc/warren/keys/id_ed25519")]
+    );
+    assert!(a.identity_files_explicit);
+    assert_eq!(
+        a.passphrase_file,
+        Some(PathBuf::from("/etc/warren/key.pass"))
+    );
+    assert_eq!(a.password_file, Some(PathBuf::from("/etc/warren/pw")));
+    assert_eq!(a.host_key_policy, HostKeyPolicy::AcceptNew);
+    assert_eq!(a.connect_timeout, Duration::from_secs(5));
+    assert_eq!(a.keepalive_interval, Duration::from_millis(500));
+    assert_eq!(a.keepalive_count_max, 2);
+    assert_eq!(a.reconnect_min, Duration::from_millis(200));
+    assert_eq!(a.reconnect_max, Duration::from_secs(90));
+    let b = &c.hosts["b"];
+    assert_eq!(
+        (b.user.as_str(), b.port, b.agent, b.keepalive_count_max),
+        ("other", 22, true, 7)
+    );
+    assert_eq!(b.known_hosts, [PathBuf::from("/etc/warren/known_hosts")]);
+}
+
+#[test]
+fn ssh_config_path_form() {
+    let c = ok("[daemon]\nssh_config = \"/etc/warren/ssh_config\"\n");
+    assert_eq!(
+        c.daemon.ssh_config,
+        Some(PathBuf::from("/etc/warren/ssh_config"))
+    );
+    let c = ok("[daemon]\nssh_config = false\n");
+    assert_eq!(c.daemon.ssh_config, None);
+    assert!(one_problem("[daemon]\nssh_config = 3\n").contains("true, false or the path"));
+}
+
+#[test]
+fn forward_kinds_and_address_forms() {
+    let c = ok(&format!(
+        r#"{HOST}
+[[forward]]
+name = "pg"
+host = "db"
+type = "local"
+listen = "5432"
+connect = "5432"
+
+[[forward]]
+host = "db"
+type = "local"
+listen = "[::1]:6000"
+connect = "/var/run/postgresql/.s.PGSQL.5432"
+
+[[forward]]
+host = "db"
+type = "local"
+listen = "~/pg.sock"
+connect = "[fd00::5]:5432"
+
+[[forward]]
+host = "db"
+type = "remote"
+listen = "0"
+connect = "127.0.0.1:3000"
+
+[[forward]]
+host = "db"
+type = "remote"
+listen = "/tmp/r.sock"
+connect = "/run/app.sock"
+
+[[forward]]
+host = "db"
+type = "dynamic"
+listen = "1080"
+"#
+    ));
+    let f = &c.forwards;
+    assert_eq!(f.len(), 6);
+    assert_eq!(f[0].name, "pg");
+    assert_eq!(
+        f[0].spec,
+        ForwardSpec::Local {
+            listen: BindAddr::Tcp("127.0.0.1:5432".parse().unwrap()),
+            connect: Endpoint::Tcp {
+                host: "localhost".into(),
+                port: 5432
+            },
+        }
+    );
+    assert_eq!(f[1].name, "db:local:[::1]:6000");
+    assert_eq!(
+        f[1].spec.connect_text(),
+        "/var/run/postgresql/.s.PGSQL.5432"
+    );
+    assert_eq!(
+        f[2].spec,
+        ForwardSpec::Local {
+            listen: BindAddr::Unix("/home/op/pg.sock".into()),
+            connect: Endpoint::Tcp {
+                host: "fd00::5".into(),
+                port: 5432
+            },
+        }
+    );
+    assert_eq!(
+        f[3].spec,
+        ForwardSpec::Remote {
+            listen: Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0
+            },
+            connect: Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 3000
+            },
+        }
+    );
+    assert_eq!(f[3].name, "db:remote:127.0.0.1:0");
+    assert_eq!(
+        f[4].spec,
+        ForwardSpec::Remote {
+            listen: Endpoint::Unix("/tmp/r.sock".into()),
+            connect: Endpoint::Unix("/run/app.sock".into()),
+        }
+    );
+    assert_eq!(
+        f[5].spec,
+        ForwardSpec::Dynamic {
+            listen: BindAddr::Tcp("127.0.0.1:1080".parse().unwrap())
+        }
+    );
+    assert_eq!(f[5].spec.connect_text(), "-");
+}
+
+#[test]
+fn forward_to_an_undefined_host() {
+    let p = one_problem(
+        "[hosts.db]\n[[forward]]\nhost = \"dbb\"\ntype = \"dynamic\"\nlisten = \"1080\"\n",
+    );
+    assert_eq!(
+        p,
+        "3:8: `host` `dbb` names no [hosts.dbb] table; did you mean `db`?"
+    );
+}
+
+#[test]
+fn forward_missing_keys_point_at_the_table() {
+    let p = problems(&format!("{HOST}[[forward]]\nname = \"x\"\n"));
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(
+        p.iter().all(|m| m.starts_with("3:1: [[forward]] needs")),
+        "{p:#?}"
+    );
+    let p = one_problem(&format!(
+        "{HOST}[[forward]]\nhost = \"db\"\ntype = \"local\"\nlisten = \"1\"\n"
+    ));
+    assert_eq!(
+        p,
+        "3:1: a local forward needs `connect`: the egress address"
+    );
+    let p = one_problem(&format!(
+        "{HOST}[[forward]]\nhost = \"db\"\ntype = \"remote\"\nlisten = \"1\"\n"
+    ));
+    assert!(p.contains("needs `connect`"));
+}
+
+#[test]
+fn dynamic_with_connect_is_refused() {
+    let p = one_problem(&format!(
+        "{HOST}[[forward]]\nhost = \"db\"\ntype = \"dynamic\"\nlisten = \"1080\"\nconnect = \"x:1\"\n"
+    ));
+    assert_eq!(
+        p,
+        "7:11: a dynamic forward takes no `connect`: each SOCKS client names its own destination"
+    );
+}
+
+#[test]
+fn unknown_forward_type() {
+    let p = one_problem(&format!(
+        "{HOST}[[forward]]\nhost = \"db\"\ntype = \"lcoal\"\nlisten = \"1\"\n"
+    ));
+    assert_eq!(
+        p,
+        "5:8: `type` \"lcoal\" is not valid; expected \"local\", \"remote\" or \"dynamic\""
+    );
+}
+
+#[test]
+fn ports_out_of_range_and_port_zero() {
+    let fwd = |kind: &str, listen: &str, connect: &str| {
+        format!(
+            "{HOST}[[forward]]\nhost = \"db\"\ntype = \"{kind}\"\nlisten = \"{listen}\"\nconnect = \"{connect}\"\n"
+        )
+    };
+    assert!(one_problem(&fwd("local", "65536", "1")).contains("port 65536 is outside 0-65535"));
+    assert!(
+        one_problem(&fwd("local", "0", "1"))
+            .contains("port 0 is allowed only for a remote ingress")
+    );
+    assert!(
+        one_problem(&fwd("local", "1", "0"))
+            .contains("port 0 is allowed only for a remote ingress")
+    );
+    assert!(one_problem(&fwd("remote", "0", "0")).contains("7:11: `connect`:"));
+    assert!(one_problem(&fwd("remote", "99999", "1")).contains("outside 0-65535"));
+    assert!(one_problem("[hosts.db]\nport = 0\n").contains("`port` 0 is outside 1-65535"));
+    assert!(one_problem("[hosts.db]\nport = 70000\n").contains("outside 1-65535"));
+}
+
+#[test]
+fn public_ingress_needs_allow_public() {
+    let src = |listen: &str, extra: &str| {
+        format!(
+            "{HOST}[[forward]]\nhost = \"db\"\ntype = \"dynamic\"\nlisten = \"{listen}\"\n{extra}"
+        )
+    };
+    let p = one_problem(&src("0.0.0.0:1080", ""));
+    assert_eq!(
+        p,
+        "6:10: `listen` 0.0.0.0:1080 is reachable from other machines; set `allow_public = true` on this forward if that is intended"
+    );
+    assert!(one_problem(&src("192.168.1.4:1080", "")).contains("allow_public"));
+    assert!(one_problem(&src("*:1080", "")).contains("allow_public"));
+    ok(&src("0.0.0.0:1080", "allow_public = true\n"));
+    ok(&src("127.0.0.2:1080", ""));
+    ok(&src("[::1]:1080", ""));
+    let remote = format!(
+        "{HOST}[[forward]]\nhost = \"db\"\ntype = \"remote\"\nlisten = \"0.0.0.0:80\"\nconnect = \"80\"\nallow_public = true\n"
+    );
+    assert!(one_problem(&remote).contains("GatewayPorts"));
+}
+
+#[test]
+fn duplicate_names_and_ingresses() {
+    let p = problems(&format!(
+        r#"{HOST}
+[[forward]]
+name = "a"
+host = "db"
+type = "dynamic"
+listen = "1080"
+[[forward]]
+name = "a"
+host = "db"
+type = "dynamic"
+listen = "0.0.0.0:1080"
+allow_public = true
+[[forward]]
+host = "db"
+type = "local"
+listen = "/tmp/s"
+connect = "1"
+[[forward]]
+host = "db"
+type = "local"
+listen = "/tmp/s"
+connect = "2"
+[[forward]]
+host = "db"
+type = "remote"
+listen = "9000"
+connect = "1"
+[[forward]]
+host = "db"
+type = "remote"
+listen = "127.0.0.1:9000"
+connect = "2"
+[[forward]]
+name = "z1"
+host = "db"
+type = "remote"
+listen = "0"
+connect = "2"
+[[forward]]
+name = "z2"
+host = "db"
+type = "remote"
+listen = "0"
+connect = "2"
+[[forward]]
+name = "z2"
+host = "db"
+type = "remote"
+listen = "0"
+connect = "3"
+[[forward]]
+host = "db"
+type = "remote"
+listen = "0"
+connect = "2"
+[[forward]]
+host = "db"
+type = "remote"
+listen = "0"
+connect = "3"
+"#
+    ));
+    assert_eq!(
+        p,
+        [
+            "10:8: forward name `a` is already used by forward #1",
+            "13:10: `listen` 0.0.0.0:1080 is already the ingress of forward `a`",
+            "23:10: `listen` /tmp/s is already the ingress of forward `db:local:/tmp/s`",
+            "33:10: `listen` 127.0.0.1:9000 on host `db` is already the ingress of forward `db:remote:127.0.0.1:9000`",
+            "48:8: forward name `z2` is already used by forward #8",
+            "61:10: forward name `db:remote:127.0.0.1:0` is already used by forward #10; give each forward its own `name`",
+        ]
+    );
+}
+
+#[test]
+fn durations_need_units_and_sense() {
+    assert_eq!(
+        one_problem("[defaults]\nconnect_timeout = \"15\"\n"),
+        "2:19: `connect_timeout`: duration needs a unit: \"15s\""
+    );
+    assert!(one_problem("[daemon]\nshutdown_grace = \"10x\"\n").contains("unknown unit \"x\""));
+    assert!(
+        one_problem("[hosts.h]\nkeepalive_interval = \"0s\"\n")
+            .contains("must be longer than zero")
+    );
+    assert!(
+        one_problem("[hosts.h]\nreconnect_min = \"2m\"\nreconnect_max = \"1m\"\n")
+            .contains("`reconnect_min` (2m) is longer than `reconnect_max` (1m)")
+    );
+    assert!(one_problem("[hosts.h]\nkeepalive_count_max = 0\n").contains("outside 1-1000"));
+    assert!(one_problem("[hosts.h]\nconnect_timeout = 15\n").contains("invalid type: integer"));
+}
+
+#[test]
+fn host_key_policy_has_no_off() {
+    let p = one_problem("[defaults]\nhost_key_policy = \"off\"\n");
+    assert!(
+        p.starts_with(
+            "2:19: `host_key_policy` \"off\" does not exist: warren always verifies host keys"
+        ),
+        "{p}"
+    );
+    assert!(
+        one_problem("[hosts.h]\nhost_key_policy = \"yes\"\n")
+            .contains("expected \"strict\" or \"accept-new\"")
+    );
+}
+
+#[test]
+fn fingerprints_must_be_sha256() {
+    let good = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    let c = ok(&format!(
+        "[hosts.h]\nhost_key_fingerprints = [\"{good}\"]\n"
+    ));
+    assert_eq!(c.hosts["h"].host_key_fingerprints, [good]);
+    let md5 = "MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48";
+    assert!(
+        one_problem(&format!("[hosts.h]\nhost_key_fingerprints = [\"{md5}\"]\n"))
+            .contains("is not accepted")
+    );
+    assert!(
+        one_problem("[hosts.h]\nhost_key_fingerprints = [\"SHA256:short\"]\n")
+            .contains("43 base64")
+    );
+    assert!(one_problem("[defaults]\nhost_key_fingerprints = []\n").contains("set per host"));
+}
+
+#[test]
+fn jump_chains_resolve_names_and_adhoc_hops() {
+    let c = ok(r#"
+[defaults]
+user = "ops"
+[hosts.bastion]
+hostname = "bastion.example.com"
+[hosts.middle]
+jump = ["bastion"]
+[hosts.db]
+jump = ["jump@gw.example.com:2222", "middle"]
+[hosts.v6]
+jump = ["[fd00::1]:22", "10.1.2.3"]
+"#);
+    assert_eq!(
+        c.hosts["db"].route,
+        Route::Jump(vec!["jump@gw.example.com:2222".into(), "middle".into()])
+    );
+    let gw = &c.hosts["jump@gw.example.com:2222"];
+    assert_eq!(
+        (gw.user.as_str(), gw.hostname.as_str(), gw.port),
+        ("jump", "gw.example.com", 2222)
+    );
+    assert_eq!(gw.route, Route::Direct);
+    let v6 = &c.hosts["[fd00::1]:22"];
+    assert_eq!((v6.user.as_str(), v6.hostname.as_str()), ("ops", "fd00::1"));
+    assert_eq!(c.hosts["10.1.2.3"].port, 22);
+}
+
+#[test]
+fn jump_errors() {
+    assert_eq!(
+        one_problem("[hosts.db]\njump = [\"bastoin\"]\n[hosts.bastion]\n"),
+        "2:9: jump entry `bastoin` names no [hosts.bastoin] table; did you mean `bastion`?"
+    );
+    assert!(
+        one_problem("[hosts.db]\njump = [\"gateway\"]\n")
+            .contains("write `user@host` or `host:port`")
+    );
+    let p = problems("[hosts.a]\njump = [\"b\"]\n[hosts.b]\njump = [\"a\"]\n");
+    assert_eq!(
+        p,
+        [
+            "2:9: `jump` makes a cycle: a -> b -> a",
+            "4:9: `jump` makes a cycle: b -> a -> b"
+        ]
+    );
+    assert_eq!(
+        one_problem("[hosts.a]\njump = [\"a\"]\n"),
+        "2:9: `jump` makes a cycle: a -> a"
+    );
+    let p = one_problem("[hosts.a]\njump = [\"x.example\"]\nproxy_command = \"nc %h %p\"\n");
+    assert_eq!(
+        p,
+        "3:17: [hosts.a] sets both `jump` and `proxy_command`; choose one"
+    );
+    let c = ok("[hosts.a]\nproxy_command = \"nc %h %p\"\n");
+    assert_eq!(c.hosts["a"].route, Route::ProxyCommand("nc %h %p".into()));
+}
+
+#[test]
+fn host_only_keys_are_refused_in_defaults() {
+    let p = problems("[defaults]\nhostname = \"x\"\njump = [\"a.b\"]\nproxy_command = \"nc\"\n");
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(p[0].contains("`hostname` is set per host in [hosts.NAME], not in [defaults]"));
+}
+
+#[test]
+fn bad_host_names() {
+    assert!(one_problem("[hosts.\"a b\"]\n").contains("may not be empty or contain spaces"));
+    assert!(one_problem("[hosts.\"u@h\"]\n").contains("'@'"));
+}
+
+#[test]
+fn several_mistakes_are_all_listed_in_file_order() {
+    let src = r#"[defaults]
+conect_timeout = "5s"
+keepalive_interval = "15"
+
+[hosts.bastion]
+hostname = "bastion.example.com"
+
+[[forward]]
+host = "dbx"
+type = "local"
+listen = "5432"
+connect = "5432"
+
+[[forward]]
+host = "bastion"
+type = "dynamic"
+listen = "1080"
+connect = "db:5432"
+"#;
+    assert_eq!(
+        problems(src),
+        [
+            "2:1: unknown key `conect_timeout` in [defaults]; did you mean `connect_timeout`?",
+            "3:22: `keepalive_interval`: duration needs a unit: \"15s\"",
+            "9:8: `host` `dbx` names no [hosts.dbx] table",
+            "18:11: a dynamic forward takes no `connect`: each SOCKS client names its own destination",
+        ]
+    );
+}
+
+#[test]
+fn active_hosts_include_jump_hops() {
+    let c = ok(r#"
+[hosts.bastion]
+[hosts.db]
+jump = ["bastion"]
+[hosts.idle]
+[[forward]]
+host = "db"
+type = "local"
+listen = "1"
+connect = "1"
+"#);
+    let names: Vec<String> = c.active_hosts().iter().map(|h| h.name.clone()).collect();
+    assert_eq!(names, ["bastion", "db"]);
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this script).
+# On a fresh Debian machine, run as root: it installs what the end-to-end tests need
+# (OpenSSH's sshd and client, iproute2, netcat, curl), prepares /run/sshd, then runs
+# rustfmt, clippy with -D warnings and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- system packages -------------------------------------------------------------------------
+declare -A package_of=(
+  [/usr/sbin/sshd]=openssh-server
+  [ssh]=openssh-client
+  [ssh-keygen]=openssh-client
+  [ssh-agent]=openssh-client
+  [ip]=iproute2
+  [nc]=netcat-openbsd
+  [curl]=curl
+)
+missing=()
+for cmd in "${!package_of[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
+done
+if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "test.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing packages: ${missing[*]} (run as root to install them with apt-get)" >&2
+    exit 1
+  fi
+fi
+# sshd refuses to start without its privilege-separation directory.
+if [[ ! -d /run/sshd ]]; then
+  if [[ $(id -u) -eq 0 ]]; then
+    mkdir -p /run/sshd && chmod 0755 /run/sshd
+  else
+    echo "test.sh: /run/sshd is missing (create it as root)" >&2
+    exit 1
+  fi
+fi
+
+# --- toolchain --------------------------------------------------------------------------------
+# rust-toolchain.toml pins 1.95.0; where rustup only knows it as "stable", name it.
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null 2>&1 && ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
+  if rustup run stable rustc --version 2>/dev/null | grep -q "^rustc $toolchain "; then
+    rustup toolchain link "$toolchain" "$(rustup run stable rustc --print sysroot)"
+  fi
+fi
+
+# --- checks and tests -------------------------------------------------------------------------
+set -x
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
