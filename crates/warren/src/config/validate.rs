@@ -173,13 +173,13 @@ fn route(
     hosts: &mut BTreeMap<String, Arc<HostConfig>>,
     cx: &mut Ctx<'_>,
 ) -> Route {
-    if let (Some(jump), Some(cmd)) = (&host.jump, &host.proxy_command) {
-        if !jump.get_ref().is_empty() {
-            cx.err(
-                cmd.span(),
-                format!("[hosts.{name}] sets both `jump` and `proxy_command`; choose one"),
-            );
-        }
+    if let (Some(jump), Some(cmd)) = (&host.jump, &host.proxy_command)
+        && !jump.get_ref().is_empty()
+    {
+        cx.err(
+            cmd.span(),
+            format!("[hosts.{name}] sets both `jump` and `proxy_command`; choose one"),
+        );
     }
     if let Some(cmd) = &host.proxy_command {
         if cmd.get_ref().trim().is_empty() {
@@ -314,11 +314,11 @@ fn host_config(
         DEFAULT_KNOWN_HOSTS,
         cx,
     );
-    if known_hosts.is_empty() {
-        if let Some(v) = h.known_hosts.as_ref().or(d.known_hosts.as_ref()) {
-            cx.err(v.span(), "`known_hosts` needs at least one file");
-            ok = false;
-        }
+    if known_hosts.is_empty()
+        && let Some(v) = h.known_hosts.as_ref().or(d.known_hosts.as_ref())
+    {
+        cx.err(v.span(), "`known_hosts` needs at least one file");
+        ok = false;
     }
     let file = |v: Option<&Str>, cx: &Ctx<'_>| v.map(|s| cx.path(s.get_ref()));
     let passphrase_file = file(
