@@ -171,7 +171,7 @@ mod tests {
     fn parses_every_subcommand() {
         let cli = Cli::parse_args(["warren", "check", "-c", "/x.toml"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Check(ConfigArg { config: Some(p) }) if p == "/x.toml")
+            matches!(cli.command, Command::Check(ConfigArg { config: Some(p) }) if p == std::path::Path::new("/x.toml"))
         );
         let cli = Cli::parse_args([
             "warren",
