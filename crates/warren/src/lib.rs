@@ -5,6 +5,9 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
+pub mod forward;
 pub mod hostkey;
 pub mod logging;
 pub mod secret;
+pub mod session;

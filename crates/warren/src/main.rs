@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         Command::Check(arg) => {
             warren::commands::check(&arg, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }
-        Command::Run(_) | Command::Status(_) | Command::Reload(_) | Command::Connect(_) => {
+        Command::Run(args) => warren::commands::run(&args, &env),
+        Command::Status(_) | Command::Reload(_) | Command::Connect(_) => {
             eprintln!("warren: this command is not built yet");
             exit::FAILURE
         }

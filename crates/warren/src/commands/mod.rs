@@ -1,8 +1,10 @@
 //! One function per subcommand; each returns the process exit code.
 
 mod check;
+mod run;
 
 pub use check::check;
+pub use run::run;
 
 use std::path::PathBuf;
 

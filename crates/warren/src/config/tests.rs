@@ -485,7 +485,7 @@ fn fingerprints_must_be_sha256() {
     let md5 = "MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48";
     assert!(
         one_problem(&format!("[hosts.h]\nhost_key_fingerprints = [\"{md5}\"]\n"))
-            .contains("is not accepted")
+            .contains("expected a SHA256 fingerprint")
     );
     assert!(
         one_problem("[hosts.h]\nhost_key_fingerprints = [\"SHA256:short\"]\n")

@@ -1,0 +1,75 @@
+//! `warren run`: the daemon in the foreground until SIGTERM or SIGINT.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::cli::{RunArgs, exit};
+use crate::config::{Config, Env};
+use crate::daemon::Daemon;
+
+/// Runs the daemon; returns the exit code.
+pub fn run(args: &RunArgs, env: &Env) -> u8 {
+    crate::logging::init(&args.log);
+    let path = super::config_path(&args.config, env);
+    let config = match Config::load_with(&path, env) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            error!(config = %path.display(), "configuration rejected; nothing started");
+            return exit::CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return exit::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> u8 {
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            error!("cannot install signal handlers");
+            return exit::FAILURE;
+        }
+    };
+    let daemon = match Daemon::start(&config).await {
+        Ok(d) => d,
+        Err(e) => {
+            error!(error = %e, "start-up failed");
+            eprintln!("warren: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    info!(
+        config = %config.path.display(),
+        hosts = daemon.hosts().len(),
+        forwards = daemon.forwards().len(),
+        "ready"
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break }
+            _ = int.recv() => { info!(signal = "SIGINT", "stopping"); break }
+            _ = hup.recv() => warn!("reload is not supported by this build yet; keeping the running configuration"),
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown(config.daemon.shutdown_grace).await;
+    info!("stopped");
+    exit::OK
+}

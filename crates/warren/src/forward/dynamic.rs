@@ -1,0 +1,127 @@
+//! `dynamic` forwards (ssh -D): a SOCKS4/4a/5 server on this machine; each CONNECT becomes a
+//! `direct-tcpip` channel to the named target, resolved on the SSH server's side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::ChannelOpenFailure;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::Counters;
+use super::copy::splice;
+use super::listener::Stream;
+use super::local::Serve;
+use super::socks::{self, Reply};
+use crate::config::Endpoint;
+use crate::session::{HostHandle, OpenError};
+
+/// A client must finish its SOCKS handshake within this long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts until `stop_accepting` fires; each client runs in its own task.
+pub async fn serve(s: Serve) {
+    loop {
+        let accepted = tokio::select! {
+            () = s.stop_accepting.cancelled() => break,
+            r = s.listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let span = info_span!("conn", peer = %format!("{}:{}", peer.0, peer.1));
+                let conn = client(
+                    stream,
+                    peer,
+                    s.host.clone(),
+                    s.forward.counters.clone(),
+                    s.cut.clone(),
+                );
+                s.connections.spawn(conn.instrument(span));
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = s.stop_accepting.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn client(
+    mut stream: Stream,
+    peer: (String, u16),
+    host: HostHandle,
+    counters: Arc<Counters>,
+    cut: CancellationToken,
+) {
+    let _active = counters.open_connection();
+    let handshake = tokio::select! {
+        () = cut.cancelled() => return,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::handshake(&mut stream)) => r,
+    };
+    let (request, early) = match handshake {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            debug!(error = %e, "socks handshake refused");
+            return;
+        }
+        Err(_) => {
+            debug!("socks handshake timed out");
+            return;
+        }
+    };
+    let (target_host, target_port) = request.target.host_port();
+    let target = Endpoint::Tcp {
+        host: target_host,
+        port: target_port,
+    };
+    let opened = tokio::select! {
+        () = cut.cancelled() => return,
+        r = host.open(&target, (&peer.0, peer.1)) => r,
+    };
+    let channel = match opened {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(target = %target, error = %e, "socks connect failed");
+            let _ = stream
+                .write_all(&socks::reply_bytes(request.version, reply_for(&e)))
+                .await;
+            return;
+        }
+    };
+    if stream
+        .write_all(&socks::reply_bytes(request.version, Reply::Succeeded))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut channel = channel;
+    if !early.is_empty() && channel.write_all(&early).await.is_err() {
+        return;
+    }
+    tokio::select! {
+        () = cut.cancelled() => debug!("connection cut"),
+        r = splice(stream, channel, &counters) => match r {
+            Ok((i, o)) => debug!(target = %target, bytes_in = i, bytes_out = o, "connection finished"),
+            Err(e) => debug!(error = %e, "connection ended with an error"),
+        },
+    }
+}
+
+/// The SOCKS answer for a channel that could not be opened.
+fn reply_for(e: &OpenError) -> Reply {
+    match e {
+        OpenError::Refused(russh::Error::ChannelOpenFailure(f)) => match f {
+            ChannelOpenFailure::ConnectFailed => Reply::ConnectionRefused,
+            ChannelOpenFailure::AdministrativelyProhibited => Reply::NotAllowed,
+            _ => Reply::GeneralFailure,
+        },
+        OpenError::Timeout => Reply::HostUnreachable,
+        OpenError::NoSession { .. } => Reply::NetworkUnreachable,
+        _ => Reply::GeneralFailure,
+    }
+}

@@ -1,0 +1,196 @@
+//! Ingress listeners on this machine: TCP (SO_REUSEADDR, TCP_NODELAY on every accepted
+//! socket) and Unix-domain sockets (a stale socket file from a crashed run is replaced,
+//! a live one is not).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+
+use crate::config::BindAddr;
+
+/// A bound ingress.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix-domain socket; the file is removed when the listener drops.
+    Unix(UnixListener, PathBuf),
+}
+
+/// An accepted connection.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix-domain socket.
+    Unix(UnixStream),
+}
+
+impl Listener {
+    /// Binds `addr`, or adopts `inherited` when the caller already bound that address
+    /// (as a service manager or a test would).
+    pub fn bind(addr: &BindAddr, inherited: Option<std::net::TcpListener>) -> io::Result<Self> {
+        match addr {
+            BindAddr::Tcp(sock) => {
+                if let Some(l) = inherited {
+                    l.set_nonblocking(true)?;
+                    return Ok(Self::Tcp(TcpListener::from_std(l)?));
+                }
+                let socket = if sock.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(*sock)?;
+                Ok(Self::Tcp(socket.listen(1024)?))
+            }
+            BindAddr::Unix(path) => {
+                remove_stale_socket(path)?;
+                Ok(Self::Unix(UnixListener::bind(path)?, path.clone()))
+            }
+        }
+    }
+
+    /// The address as bound (the real port when the caller asked for port 0).
+    pub fn local_addr(&self) -> io::Result<BindAddr> {
+        match self {
+            Self::Tcp(l) => Ok(BindAddr::Tcp(l.local_addr()?)),
+            Self::Unix(_, path) => Ok(BindAddr::Unix(path.clone())),
+        }
+    }
+
+    /// Accepts one connection; the peer as (address, port) for the SSH originator fields.
+    pub async fn accept(&self) -> io::Result<(Stream, (String, u16))> {
+        match self {
+            Self::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), originator(peer)))
+            }
+            Self::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok((Stream::Unix(s), ("127.0.0.1".to_string(), 0)))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Self::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn originator(peer: SocketAddr) -> (String, u16) {
+    (peer.ip().to_string(), peer.port())
+}
+
+/// A socket file nobody listens on is left over from a crash: remove it. Anything else at
+/// the path (a live socket, a regular file) is an error naming what is there.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on this socket",
+        )),
+        Err(_) => std::fs::remove_file(path),
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stale_unix_socket_is_replaced_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.sock");
+        // A stale socket: bound, then the listener forgotten without removing the file.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let live = Listener::bind(&BindAddr::Unix(path.clone()), None).unwrap();
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(live);
+        assert!(!path.exists(), "the socket file goes with the listener");
+        std::fs::write(&path, "not a socket").unwrap();
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), None).unwrap_err();
+        assert!(err.to_string().contains("not a socket"));
+    }
+
+    #[tokio::test]
+    async fn inherited_tcp_listener_is_adopted() {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_l.local_addr().unwrap();
+        let l = Listener::bind(&BindAddr::Tcp(addr), Some(std_l)).unwrap();
+        assert_eq!(l.local_addr().unwrap(), BindAddr::Tcp(addr));
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (_s, (ip, port)) = l.accept().await.unwrap();
+        let c = client.await.unwrap();
+        assert_eq!(
+            (ip, port),
+            ("127.0.0.1".to_string(), c.local_addr().unwrap().port())
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! `local` forwards (ssh -L): accept on this machine, open a `direct-tcpip` (or
+//! `direct-streamlocal`) channel on the host's session per connection, copy both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::copy::splice;
+use super::listener::Listener;
+use super::{Counters, ForwardRuntime};
+use crate::config::Endpoint;
+use crate::session::HostHandle;
+
+/// What a forward's accept loop needs.
+pub struct Serve {
+    /// The forward.
+    pub forward: ForwardRuntime,
+    /// Its bound ingress.
+    pub listener: Listener,
+    /// The session supervisor of its host.
+    pub host: HostHandle,
+    /// Fires to stop accepting.
+    pub stop_accepting: CancellationToken,
+    /// Fires to cut open connections.
+    pub cut: CancellationToken,
+    /// Tracks connection tasks, so that shutdown can let them finish.
+    pub connections: TaskTracker,
+}
+
+/// Accepts until `stop_accepting` fires; each connection runs in its own task.
+pub async fn serve(s: Serve, egress: Endpoint) {
+    let egress = Arc::new(egress);
+    loop {
+        let accepted = tokio::select! {
+            () = s.stop_accepting.cancelled() => break,
+            r = s.listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let span = info_span!("conn", peer = %format!("{}:{}", peer.0, peer.1));
+                let conn = connection(
+                    stream,
+                    peer,
+                    s.host.clone(),
+                    egress.clone(),
+                    s.forward.counters.clone(),
+                    s.cut.clone(),
+                );
+                s.connections.spawn(conn.instrument(span));
+            }
+            Err(e) => {
+                // Out of descriptors, most likely: pause instead of spinning on the error.
+                warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = s.stop_accepting.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: super::listener::Stream,
+    peer: (String, u16),
+    host: HostHandle,
+    egress: Arc<Endpoint>,
+    counters: Arc<Counters>,
+    cut: CancellationToken,
+) {
+    let _active = counters.open_connection();
+    let channel = tokio::select! {
+        () = cut.cancelled() => return,
+        r = host.open(&egress, (&peer.0, peer.1)) => r,
+    };
+    let channel = match channel {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(target = %egress, error = %e, "connection closed: no channel");
+            return;
+        }
+    };
+    tokio::select! {
+        () = cut.cancelled() => debug!("connection cut"),
+        r = splice(stream, channel, &counters) => match r {
+            Ok((i, o)) => debug!(bytes_in = i, bytes_out = o, "connection finished"),
+            Err(e) => debug!(error = %e, "connection ended with an error"),
+        },
+    }
+}

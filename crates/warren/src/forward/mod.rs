@@ -1,0 +1,110 @@
+//! The forward kinds — `local` (-L), `remote` (-R), `dynamic` (-D, SOCKS) — each carrying
+//! its connections over its host's session; plus what they share: listeners, copying, counters.
+
+pub mod copy;
+pub mod dynamic;
+pub mod listener;
+pub mod local;
+pub mod remote;
+pub mod socks;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::config::{BindAddr, Endpoint, ForwardConfig};
+
+/// Per-forward counters, shared by its accept loop and connections, read by status.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Connections accepted so far.
+    pub total: AtomicU64,
+    /// Bytes from the ingress side towards the egress.
+    pub bytes_in: AtomicU64,
+    /// Bytes from the egress side back to the ingress.
+    pub bytes_out: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one connection as active until the returned guard drops.
+    pub fn open_connection(self: &Arc<Self>) -> ActiveGuard {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
+}
+
+/// Decrements `active` on drop.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<Counters>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a forward can carry connections now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardState {
+    /// Carrying connections (its session is up and, for a remote forward, the server listens).
+    Ready,
+    /// Waiting for its session (local and dynamic ingresses keep accepting meanwhile).
+    Waiting,
+    /// Something failed for this forward alone (for example the server refused its listener).
+    Failed,
+}
+
+/// What a forward reports about itself beyond its host's state.
+#[derive(Debug, Clone)]
+pub struct ForwardStatus {
+    /// Own state; a local or dynamic forward follows its host and stays `Waiting` here.
+    pub state: ForwardState,
+    /// The last error of this forward alone.
+    pub last_error: Option<String>,
+    /// For a remote forward: the listener as the server bound it (the real port for port 0).
+    pub remote_listen: Option<Endpoint>,
+}
+
+/// A running forward: its settings, where it actually listens, and its counters.
+#[derive(Debug, Clone)]
+pub struct ForwardRuntime {
+    /// The forward as configured.
+    pub config: ForwardConfig,
+    /// The ingress as bound (for a local or dynamic forward).
+    pub bound: Option<BindAddr>,
+    /// Traffic counters.
+    pub counters: Arc<Counters>,
+    /// Own state (remote forwards; failures).
+    pub status: Arc<Mutex<ForwardStatus>>,
+}
+
+impl ForwardRuntime {
+    /// A forward that has not started yet.
+    pub fn new(config: ForwardConfig, bound: Option<BindAddr>) -> Self {
+        Self {
+            config,
+            bound,
+            counters: Arc::new(Counters::default()),
+            status: Arc::new(Mutex::new(ForwardStatus {
+                state: ForwardState::Waiting,
+                last_error: None,
+                remote_listen: None,
+            })),
+        }
+    }
+
+    /// A copy of its own status.
+    pub fn status(&self) -> ForwardStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes its own status.
+    pub fn set_status(&self, f: impl FnOnce(&mut ForwardStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}

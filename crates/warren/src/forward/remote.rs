@@ -1,0 +1,183 @@
+//! `remote` forwards (ssh -R): after every (re)connect, ask the server to listen; each
+//! channel it opens is connected to the egress here *before* it is accepted, so a refused
+//! egress is a rejected channel (a prompt reset for the remote client), never a hang.
+//! A listener the server refuses (typically: the dead previous session still holds the port)
+//! is retried for this forward alone, with its own backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::ChannelOpenFailure;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::copy::splice;
+use super::{ForwardRuntime, ForwardState};
+use crate::config::Endpoint;
+use crate::session::{Backoff, HostHandle, Incoming, RouteKey, Session};
+
+/// Channels waiting for their egress connect, per forward; more are rejected.
+const QUEUE: usize = 256;
+
+/// What a remote forward needs.
+pub struct Serve {
+    /// The forward.
+    pub forward: ForwardRuntime,
+    /// Ingress on the server.
+    pub listen: Endpoint,
+    /// Egress here.
+    pub egress: Endpoint,
+    /// Its host's supervisor.
+    pub host: HostHandle,
+    /// Fires to stop (the listener is cancelled on the server).
+    pub stop: CancellationToken,
+    /// Fires to cut open connections.
+    pub cut: CancellationToken,
+    /// Tracks connection tasks.
+    pub connections: TaskTracker,
+}
+
+/// Keeps the forward requested on every session until `stop`.
+pub async fn serve(s: Serve) {
+    let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
+    let mut sessions = s.host.watch_session();
+    let egress = Arc::new(s.egress.clone());
+    let cfg = s.host.config().clone();
+    loop {
+        let session = tokio::select! {
+            () = s.stop.cancelled() => return,
+            r = sessions.wait_for(|x| x.as_ref().is_some_and(|x| !x.is_closed())) => match r {
+                Ok(x) => x.clone(),
+                Err(_) => return,
+            },
+        };
+        let Some(session) = session else { continue };
+        let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+        let mut last_error: Option<String> = None;
+        // Request the listener on this session, retrying alone while the session lasts.
+        let key = loop {
+            match session.request_remote(&s.listen).await {
+                Ok(key) => break Some(key),
+                Err(e) => {
+                    let msg = format!("the server refused to listen on {}: {e}", s.listen);
+                    if last_error.as_deref() != Some(&msg) {
+                        warn!(error = %msg, "remote forward failed; retrying");
+                    }
+                    s.forward.set_status(|st| {
+                        st.state = ForwardState::Failed;
+                        st.last_error = Some(msg.clone());
+                    });
+                    last_error = Some(msg);
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        () = s.stop.cancelled() => return,
+                        _ = sessions.changed() => break None,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        let Some(key) = key else { continue };
+        let bound = bound_endpoint(&key);
+        info!(listen = %bound, connect = %egress, "remote listener up");
+        s.host.route_remote(key.clone(), tx.clone());
+        s.forward.set_status(|st| {
+            st.state = ForwardState::Ready;
+            st.last_error = None;
+            st.remote_listen = Some(bound);
+        });
+        let stopped = loop {
+            tokio::select! {
+                () = s.stop.cancelled() => break true,
+                _ = sessions.changed() => break false,
+                Some(incoming) = rx.recv() => {
+                    let span = info_span!("conn", peer = %incoming.originator);
+                    let conn = connection(incoming, egress.clone(), s.forward.clone(), cfg.connect_timeout, s.cut.clone());
+                    s.connections.spawn(conn.instrument(span));
+                }
+            }
+        };
+        s.host.unroute_remote(&key);
+        s.forward.set_status(|st| st.state = ForwardState::Waiting);
+        if stopped {
+            cancel(&session, &key).await;
+            return;
+        }
+    }
+}
+
+async fn cancel(session: &Session, key: &RouteKey) {
+    match tokio::time::timeout(Duration::from_secs(1), session.cancel_remote(key)).await {
+        Ok(Ok(())) => debug!("remote listener cancelled"),
+        Ok(Err(e)) => debug!(error = %e, "cancelling the remote listener failed"),
+        Err(_) => debug!("cancelling the remote listener timed out"),
+    }
+}
+
+fn bound_endpoint(key: &RouteKey) -> Endpoint {
+    match key {
+        RouteKey::Tcp(host, port) => Endpoint::Tcp {
+            host: host.clone(),
+            port: u16::try_from(*port).unwrap_or(0),
+        },
+        RouteKey::Unix(path) => Endpoint::Unix(path.into()),
+    }
+}
+
+async fn connection(
+    incoming: Incoming,
+    egress: Arc<Endpoint>,
+    forward: ForwardRuntime,
+    timeout: Duration,
+    cut: CancellationToken,
+) {
+    let _active = forward.counters.open_connection();
+    let Incoming { channel, reply, .. } = incoming;
+    let connected = tokio::time::timeout(timeout, connect_egress(&egress)).await;
+    let stream = match connected {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            warn!(connect = %egress, error = %e, "egress refused; channel rejected");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        }
+        Err(_) => {
+            warn!(connect = %egress, "egress connect timed out; channel rejected");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        }
+    };
+    reply.accept().await;
+    let channel = channel.into_stream();
+    tokio::select! {
+        () = cut.cancelled() => debug!("connection cut"),
+        r = async {
+            match stream {
+                Egress::Tcp(s) => splice(channel, s, &forward.counters).await,
+                Egress::Unix(s) => splice(channel, s, &forward.counters).await,
+            }
+        } => match r {
+            Ok((i, o)) => debug!(bytes_in = i, bytes_out = o, "connection finished"),
+            Err(e) => debug!(error = %e, "connection ended with an error"),
+        },
+    }
+}
+
+enum Egress {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+async fn connect_egress(egress: &Endpoint) -> std::io::Result<Egress> {
+    match egress {
+        Endpoint::Tcp { host, port } => {
+            let stream = TcpStream::connect((host.as_str(), *port)).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Egress::Tcp(stream))
+        }
+        Endpoint::Unix(path) => Ok(Egress::Unix(UnixStream::connect(path).await?)),
+    }
+}

@@ -1,0 +1,133 @@
+//! One attempt at a session: transport, SSH handshake with host key check, authentication.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
+use russh::{Preferred, cipher};
+use tokio::sync::oneshot;
+
+use super::auth;
+use super::error::SessionError;
+use super::handler::ClientHandler;
+use super::router::SharedRouter;
+use super::transport;
+use crate::config::{HostConfig, HostKeyPolicy};
+use crate::hostkey::{Fingerprint, HostKeyCheck, Policy};
+
+/// Ciphers, AES-GCM first: with AES instructions it is several times faster than
+/// chacha20-poly1305 (russh's default first choice).
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
+
+/// Host certificate kinds asked for when a certificate authority is configured.
+const HOST_CERT_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
+
+/// A session that is up, and the signal that fires when it ends.
+pub struct Established {
+    /// The russh handle (authenticated).
+    pub handle: Handle<ClientHandler>,
+    /// Resolves (with an error) when russh's session task has ended.
+    pub dead: oneshot::Receiver<()>,
+}
+
+/// The russh settings for `host`: keepalives with replies required, and an inactivity
+/// timeout of the same length so that a write stalled on a dead peer also ends the session.
+pub fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
+    let certificates: &[Algorithm] = if wants_host_certificates(host) {
+        HOST_CERT_ALGORITHMS
+    } else {
+        &[]
+    };
+    let dead_after = host
+        .keepalive_interval
+        .saturating_mul(host.keepalive_count_max.saturating_add(1));
+    Arc::new(client::Config {
+        keepalive_interval: Some(host.keepalive_interval),
+        keepalive_max: host.keepalive_count_max as usize,
+        inactivity_timeout: Some(dead_after),
+        nodelay: true,
+        preferred: Preferred {
+            cipher: Cow::Borrowed(CIPHERS),
+            host_key_certificates: Cow::Borrowed(certificates),
+            ..Preferred::default()
+        },
+        ..client::Config::default()
+    })
+}
+
+/// The host key settings of `host`.
+pub fn host_key_check(host: &HostConfig) -> HostKeyCheck {
+    HostKeyCheck {
+        known_hosts: host.known_hosts.clone(),
+        policy: match host.host_key_policy {
+            HostKeyPolicy::Strict => Policy::Strict,
+            HostKeyPolicy::AcceptNew => Policy::AcceptNew,
+        },
+        // Validation parsed every pin already; one that fails here would be a bug, and
+        // dropping it silently could turn "pinned" into "trust known_hosts".
+        pins: host
+            .host_key_fingerprints
+            .iter()
+            .map(|f| f.parse::<Fingerprint>())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|_| vec![Fingerprint::of(&impossible_key())]),
+    }
+}
+
+/// A key nobody has, pinned in place of an unparsable pin so that nothing matches.
+fn impossible_key() -> russh::keys::ssh_key::public::KeyData {
+    russh::keys::ssh_key::public::KeyData::Ed25519(russh::keys::ssh_key::public::Ed25519PublicKey(
+        [0; 32],
+    ))
+}
+
+/// Host certificates are asked for only when a known_hosts file names a certificate
+/// authority, as OpenSSH does; otherwise a server's certificate would hide its plain key.
+fn wants_host_certificates(host: &HostConfig) -> bool {
+    host.known_hosts.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines()
+                .any(|l| l.trim_start().starts_with("@cert-authority"))
+        })
+    })
+}
+
+/// Brings one session up (the caller bounds it with `connect_timeout`).
+pub async fn establish(
+    host: &HostConfig,
+    config: Arc<client::Config>,
+    router: SharedRouter,
+) -> Result<Established, SessionError> {
+    let (alive, dead) = oneshot::channel();
+    let check = host_key_check(host);
+    let handler = ClientHandler::new(check, &host.hostname, host.port, router, alive);
+    let stream = transport::open(host).await?;
+    let mut handle = client::connect_stream(config, stream, handler).await?;
+    auth::authenticate(&mut handle, host).await?;
+    Ok(Established { handle, dead })
+}

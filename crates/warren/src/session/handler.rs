@@ -1,0 +1,147 @@
+//! The russh client `Handler` of every session: host key verification, and the signal
+//! that the session task has ended (its drop, which russh does even when it skips
+//! `disconnected`).
+
+use russh::Channel;
+use russh::client::{ChannelOpenHandle, Handler, Msg, Session};
+use russh::keys::PublicKeyOrCertificate;
+use tokio::sync::oneshot;
+use tracing::{debug, info};
+
+use super::router::{Incoming, RouteKey, SharedRouter};
+use crate::hostkey::{self, Accepted, HostKeyCheck, HostKeyError};
+
+/// Errors a handler callback can end the session with.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// From the SSH layer.
+    Ssh(russh::Error),
+    /// The host key was refused; kept whole so that the supervisor can report why.
+    HostKey(HostKeyError),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        Self::Ssh(e)
+    }
+}
+
+impl From<HandlerError> for super::SessionError {
+    fn from(e: HandlerError) -> Self {
+        match e {
+            HandlerError::Ssh(e) => Self::Ssh(e),
+            HandlerError::HostKey(e) => Self::HostKey(e),
+        }
+    }
+}
+
+/// The handler of one session.
+pub struct ClientHandler {
+    check: HostKeyCheck,
+    hostname: String,
+    port: u16,
+    router: SharedRouter,
+    /// Dropped with the handler, when russh's session task ends: the supervisor's
+    /// "session dead" signal.
+    _alive: oneshot::Sender<()>,
+}
+
+impl ClientHandler {
+    /// A handler verifying keys for `hostname:port`; `alive` is dropped when the session ends.
+    pub fn new(
+        check: HostKeyCheck,
+        hostname: &str,
+        port: u16,
+        router: SharedRouter,
+        alive: oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            check,
+            hostname: hostname.to_string(),
+            port,
+            router,
+            _alive: alive,
+        }
+    }
+}
+
+impl Handler for ClientHandler {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // known_hosts is read (and perhaps written) from disk: keep it off the async threads.
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, hash_alg } => {
+                PublicKeyOrCertificate::PublicKey {
+                    key: key.clone(),
+                    hash_alg: *hash_alg,
+                }
+            }
+            PublicKeyOrCertificate::Certificate(cert) => {
+                PublicKeyOrCertificate::Certificate(cert.clone())
+            }
+        };
+        let (check, hostname, port) = (self.check.clone(), self.hostname.clone(), self.port);
+        let verdict =
+            tokio::task::spawn_blocking(move || hostkey::verify(&check, &hostname, port, &key))
+                .await
+                .map_err(|_| HandlerError::Ssh(russh::Error::UnknownKey))?;
+        match verdict {
+            Ok(Accepted::Learned(at)) => {
+                info!(host = %self.hostname, known_hosts = %at, "new host key recorded (accept-new)");
+                Ok(true)
+            }
+            Ok(how) => {
+                debug!(host = %self.hostname, accepted = ?how, "host key verified");
+                Ok(true)
+            }
+            Err(e) => Err(HandlerError::HostKey(e)),
+        }
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let key = RouteKey::Tcp(connected_address.to_string(), connected_port);
+        let originator = format!("{originator_address}:{originator_port}");
+        self.router.route(
+            &key,
+            Incoming {
+                channel,
+                reply,
+                originator,
+            },
+        );
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let key = RouteKey::Unix(socket_path.to_string());
+        let originator = socket_path.to_string();
+        self.router.route(
+            &key,
+            Incoming {
+                channel,
+                reply,
+                originator,
+            },
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,433 @@
+//! The supervisor of one host: a task that owns the host's session, publishes its state on a
+//! `watch`, and reconnects with backoff. Forwards hold a [`HostHandle`] and open channels on
+//! the current session themselves, so the supervisor never waits on any one of them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use russh::client::Msg;
+use russh::{ChannelStream, Disconnect};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::backoff::Backoff;
+use super::connect::{Established, establish, ssh_client_config};
+use super::error::{FailureClass, SessionError};
+use super::handler::ClientHandler;
+use super::router::{Incoming, RemoteRouter, RouteKey, SharedRouter};
+use crate::config::{Endpoint, HostConfig};
+
+/// A session that stayed up this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The state of a host, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostState {
+    /// An attempt is in progress.
+    Connecting,
+    /// The session is up.
+    Up,
+    /// Waiting before the next attempt, after a network failure.
+    Backoff {
+        /// When the next attempt starts.
+        retry_at: SystemTime,
+    },
+    /// The last attempt failed in a way that needs a human (host key, auth, config);
+    /// still retried, at `reconnect_max`.
+    Failed {
+        /// When the next attempt starts.
+        retry_at: SystemTime,
+    },
+}
+
+/// The last error of a host, with its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// network, host-key, auth or config.
+    pub class: FailureClass,
+    /// The whole error chain, without secrets.
+    pub message: String,
+}
+
+/// Everything status needs about one host.
+#[derive(Debug, Clone)]
+pub struct HostStatus {
+    /// Current state.
+    pub state: HostState,
+    /// Since when the host has been up, or not up.
+    pub since: SystemTime,
+    /// The error that ended the last attempt or session, until a session is up again.
+    pub last_error: Option<LastError>,
+    /// Sessions lost or replaced so far.
+    pub reconnects: u64,
+}
+
+/// An established, authenticated session.
+pub struct Session {
+    handle: russh::client::Handle<ClientHandler>,
+}
+
+/// Why a channel could not be opened for a forwarded connection.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No session came up within `connect_timeout`.
+    #[error("no session to {host} within connect_timeout ({})", crate::config::format_duration(*.timeout))]
+    NoSession {
+        /// Host name.
+        host: String,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// The daemon is stopping.
+    #[error("shutting down")]
+    Cancelled,
+    /// The server refused the channel (for example its connect to the egress failed).
+    #[error("the server refused the channel: {0}")]
+    Refused(russh::Error),
+    /// The server did not answer the channel request within `connect_timeout`.
+    #[error("the server did not open the channel within connect_timeout")]
+    Timeout,
+}
+
+impl Session {
+    /// Opens a `direct-tcpip` or `direct-streamlocal` channel to `target`.
+    pub async fn open(
+        &self,
+        target: &Endpoint,
+        originator: (&str, u16),
+    ) -> Result<ChannelStream<Msg>, russh::Error> {
+        let channel = match target {
+            Endpoint::Tcp { host, port } => {
+                self.handle
+                    .channel_open_direct_tcpip(
+                        host.as_str(),
+                        u32::from(*port),
+                        originator.0,
+                        u32::from(originator.1),
+                    )
+                    .await?
+            }
+            Endpoint::Unix(path) => {
+                self.handle
+                    .channel_open_direct_streamlocal(path.to_string_lossy())
+                    .await?
+            }
+        };
+        Ok(channel.into_stream())
+    }
+
+    /// Sends DISCONNECT (russh sends none when the handle is dropped).
+    async fn disconnect(&self, why: &str) {
+        let sent = self.handle.disconnect(Disconnect::ByApplication, why, "en");
+        let _ = tokio::time::timeout(Duration::from_secs(1), sent).await;
+    }
+
+    /// Asks the server to listen on `listen` (`tcpip-forward` or
+    /// `streamlocal-forward@openssh.com`); returns the key its channels will carry.
+    pub async fn request_remote(&self, listen: &Endpoint) -> Result<RouteKey, russh::Error> {
+        match listen {
+            Endpoint::Tcp { host, port } => {
+                let allocated = self
+                    .handle
+                    .tcpip_forward(host.as_str(), u32::from(*port))
+                    .await?;
+                // The server reports a port only when it picked one.
+                let port = if *port == 0 {
+                    allocated
+                } else {
+                    u32::from(*port)
+                };
+                Ok(RouteKey::Tcp(host.clone(), port))
+            }
+            Endpoint::Unix(path) => {
+                let path = path.to_string_lossy().into_owned();
+                self.handle.streamlocal_forward(path.as_str()).await?;
+                Ok(RouteKey::Unix(path))
+            }
+        }
+    }
+
+    /// Cancels a remote listener (`cancel-tcpip-forward` / `cancel-streamlocal-forward`).
+    pub async fn cancel_remote(&self, key: &RouteKey) -> Result<(), russh::Error> {
+        match key {
+            RouteKey::Tcp(host, port) => {
+                self.handle.cancel_tcpip_forward(host.as_str(), *port).await
+            }
+            RouteKey::Unix(path) => self.handle.cancel_streamlocal_forward(path.as_str()).await,
+        }
+    }
+
+    /// True once the session's task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+}
+
+enum Command {
+    ReconnectNow,
+}
+
+/// The handle forwards and the daemon hold on a host's supervisor.
+#[derive(Clone)]
+pub struct HostHandle {
+    config: Arc<HostConfig>,
+    status: watch::Receiver<HostStatus>,
+    session: watch::Receiver<Option<Arc<Session>>>,
+    commands: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+    router: SharedRouter,
+}
+
+impl HostHandle {
+    /// Starts the supervisor of `config` on `tracker`; it stops when `cancel` fires.
+    pub fn spawn(
+        config: Arc<HostConfig>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        let now = SystemTime::now();
+        let (status_tx, status) = watch::channel(HostStatus {
+            state: HostState::Connecting,
+            since: now,
+            last_error: None,
+            reconnects: 0,
+        });
+        let (session_tx, session) = watch::channel(None);
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let router: SharedRouter = Arc::new(RemoteRouter::default());
+        let sup = Supervisor {
+            router: router.clone(),
+            config: config.clone(),
+            status: status_tx,
+            session: session_tx,
+            commands: cmd_rx,
+            cancel: cancel.clone(),
+        };
+        let span = info_span!("host", host = %config.name);
+        tracker.spawn(sup.run().instrument(span));
+        Self {
+            config,
+            status,
+            session,
+            commands: cmd_tx,
+            cancel,
+            router,
+        }
+    }
+
+    /// A receiver of the current session (`None` while down).
+    pub fn watch_session(&self) -> watch::Receiver<Option<Arc<Session>>> {
+        self.session.clone()
+    }
+
+    /// Routes server-opened channels for `key` to `queue`.
+    pub fn route_remote(&self, key: RouteKey, queue: mpsc::Sender<Incoming>) {
+        self.router.register(key, queue);
+    }
+
+    /// Stops routing `key`.
+    pub fn unroute_remote(&self, key: &RouteKey) {
+        self.router.unregister(key);
+    }
+
+    /// The host's settings.
+    pub fn config(&self) -> &Arc<HostConfig> {
+        &self.config
+    }
+
+    /// The current status.
+    pub fn status(&self) -> HostStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<HostStatus> {
+        self.status.clone()
+    }
+
+    /// Skips the backoff wait and reconnects now (dropping a live session).
+    pub fn reconnect_now(&self) {
+        let _ = self.commands.try_send(Command::ReconnectNow);
+    }
+
+    /// The current session, waiting for one up to `connect_timeout`.
+    pub async fn session(&self) -> Result<Arc<Session>, OpenError> {
+        let mut rx = self.session.clone();
+        let wait = rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()));
+        let timeout = self.config.connect_timeout;
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(OpenError::Cancelled),
+            r = tokio::time::timeout(timeout, wait) => match r {
+                Ok(Ok(s)) => s.clone().ok_or(OpenError::Cancelled),
+                Ok(Err(_)) => Err(OpenError::Cancelled),
+                Err(_) => Err(OpenError::NoSession { host: self.config.name.clone(), timeout }),
+            },
+        }
+    }
+
+    /// Opens a channel to `target` on the session, waiting for a session if there is none.
+    pub async fn open(
+        &self,
+        target: &Endpoint,
+        originator: (&str, u16),
+    ) -> Result<ChannelStream<Msg>, OpenError> {
+        let session = self.session().await?;
+        match tokio::time::timeout(
+            self.config.connect_timeout,
+            session.open(target, originator),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(OpenError::Refused(e)),
+            Err(_) => Err(OpenError::Timeout),
+        }
+    }
+}
+
+struct Supervisor {
+    router: SharedRouter,
+    config: Arc<HostConfig>,
+    status: watch::Sender<HostStatus>,
+    session: watch::Sender<Option<Arc<Session>>>,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+}
+
+/// How a wait ended.
+enum Wake {
+    Cancelled,
+    Now,
+    Elapsed,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let cfg = self.config.clone();
+        let ssh_config = ssh_client_config(&cfg);
+        let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+        let mut last_logged: Option<String> = None;
+        loop {
+            self.set_state(HostState::Connecting, None);
+            let attempt = tokio::time::timeout(
+                cfg.connect_timeout,
+                establish(&cfg, ssh_config.clone(), self.router.clone()),
+            );
+            let result = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                r = attempt => r.unwrap_or(Err(SessionError::Timeout(cfg.connect_timeout))),
+            };
+            let delay = match result {
+                Ok(established) => {
+                    last_logged = None;
+                    let up_since = Instant::now();
+                    let ended = self.hold(established).await;
+                    let Some(why) = ended else { return };
+                    if up_since.elapsed() >= STABLE_AFTER {
+                        backoff.reset();
+                    }
+                    self.status.send_modify(|s| s.reconnects += 1);
+                    warn!(reason = %why, "session lost; reconnecting");
+                    let delay = backoff.next_delay();
+                    self.set_state(
+                        backoff_state(delay, false),
+                        Some(LastError {
+                            class: FailureClass::Network,
+                            message: why,
+                        }),
+                    );
+                    delay
+                }
+                Err(e) => {
+                    let class = e.class();
+                    let message = format!("{e:#}");
+                    let delay = if class.needs_human() {
+                        cfg.reconnect_max
+                    } else {
+                        backoff.next_delay()
+                    };
+                    if last_logged.as_deref() == Some(message.as_str()) {
+                        debug!(class = %class, error = %message, retry_in = ?delay, "connect failed again");
+                    } else if class.needs_human() {
+                        error!(class = %class, error = %message, retry_in = ?delay, "connect failed");
+                    } else {
+                        warn!(class = %class, error = %message, retry_in = ?delay, "connect failed");
+                    }
+                    last_logged = Some(message.clone());
+                    self.set_state(
+                        backoff_state(delay, class.needs_human()),
+                        Some(LastError { class, message }),
+                    );
+                    delay
+                }
+            };
+            if let Wake::Cancelled = self.wait(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// Publishes the session and holds it until it dies or is dropped; `None` on shutdown.
+    async fn hold(&mut self, est: Established) -> Option<String> {
+        let Established { handle, dead } = est;
+        let session = Arc::new(Session { handle });
+        self.session.send_replace(Some(session.clone()));
+        self.set_state(HostState::Up, None);
+        info!("session up");
+        let why = tokio::select! {
+            () = self.cancel.cancelled() => None,
+            _ = dead => Some("connection closed".to_string()),
+            // A closed command channel means every handle is gone: stop like on cancel.
+            cmd = self.commands.recv() => cmd.map(|Command::ReconnectNow| "reconnect requested".to_string()),
+        };
+        self.session.send_replace(None);
+        if why.as_deref() != Some("connection closed") {
+            session
+                .disconnect(if why.is_none() {
+                    "warren is stopping"
+                } else {
+                    "reconnecting"
+                })
+                .await;
+        }
+        why
+    }
+
+    async fn wait(&mut self, delay: Duration) -> Wake {
+        tokio::select! {
+            () = self.cancel.cancelled() => Wake::Cancelled,
+            () = tokio::time::sleep(delay) => Wake::Elapsed,
+            cmd = self.commands.recv() => match cmd {
+                Some(Command::ReconnectNow) => Wake::Now,
+                None => Wake::Cancelled,
+            },
+        }
+    }
+
+    fn set_state(&self, state: HostState, error: Option<LastError>) {
+        self.status.send_modify(|s| {
+            let was_up = s.state == HostState::Up;
+            let is_up = state == HostState::Up;
+            if was_up != is_up {
+                s.since = SystemTime::now();
+            }
+            s.state = state;
+            if is_up {
+                s.last_error = None;
+            } else if error.is_some() {
+                s.last_error = error;
+            }
+        });
+    }
+}
+
+fn backoff_state(delay: Duration, needs_human: bool) -> HostState {
+    let retry_at = SystemTime::now() + delay;
+    if needs_human {
+        HostState::Failed { retry_at }
+    } else {
+        HostState::Backoff { retry_at }
+    }
+}
