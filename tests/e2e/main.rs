@@ -5,3 +5,4 @@
 
 mod config_files;
 mod harness;
+mod harness_selftest;

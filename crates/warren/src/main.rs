@@ -20,7 +20,8 @@ fn main() -> ExitCode {
             warren::commands::check(&arg, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Run(args) => warren::commands::run(&args, &env),
-        Command::Status(_) | Command::Reload(_) | Command::Connect(_) => {
+        Command::Connect(args) => warren::commands::connect(&args, &env),
+        Command::Status(_) | Command::Reload(_) => {
             eprintln!("warren: this command is not built yet");
             exit::FAILURE
         }

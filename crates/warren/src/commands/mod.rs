@@ -1,9 +1,11 @@
 //! One function per subcommand; each returns the process exit code.
 
 mod check;
+mod connect;
 mod run;
 
 pub use check::check;
+pub use connect::{connect, to_toml as connect_config};
 pub use run::run;
 
 use std::path::PathBuf;

@@ -21,6 +21,11 @@ pub fn run(args: &RunArgs, env: &Env) -> u8 {
             return exit::CONFIG;
         }
     };
+    serve_blocking(config)
+}
+
+/// Runs the daemon for `config` on a new runtime until a stop signal; the exit code.
+pub fn serve_blocking(config: Config) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
