@@ -6,3 +6,10 @@
 mod config_files;
 mod harness;
 mod harness_selftest;
+mod support;
+mod local_forward;
+mod hostkeys;
+mod auth;
+mod lifecycle;
+mod remote_forward;
+mod socks;

@@ -1,0 +1,160 @@
+//! Running warren in-process against a harness sshd: configuration text for a harness
+//! server, pre-bound listeners for TCP ingresses, and waiting on host and forward state.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use warren::config::{Config, Env};
+use warren::daemon::Daemon;
+use warren::forward::ForwardRuntime;
+use warren::session::{HostState, HostStatus};
+
+use crate::harness::{SshServer, UserKey, current_user};
+
+/// The `[hosts.NAME]` table for a harness server: loopback, its port, the current user,
+/// `key` as the only identity, the server's known_hosts file, no agent, short timers.
+pub fn host_table(name: &str, server: &SshServer, key: &UserKey) -> String {
+    host_table_with(name, server, key, &server.known_hosts_path(), "")
+}
+
+/// Like [`host_table`] with another known_hosts file and extra `key = value` lines.
+pub fn host_table_with(
+    name: &str,
+    server: &SshServer,
+    key: &UserKey,
+    known_hosts: &Path,
+    extra: &str,
+) -> String {
+    let user = current_user().unwrap_or_else(|_| "root".into());
+    format!(
+        "[hosts.{name}]\nhostname = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\n\
+         identity_files = [\"{key}\"]\nknown_hosts = [\"{kh}\"]\nagent = false\n\
+         connect_timeout = \"10s\"\nkeepalive_interval = \"5s\"\nreconnect_min = \"100ms\"\n\
+         reconnect_max = \"2s\"\n{extra}\n",
+        port = server.port(),
+        key = key.path().display(),
+        kh = known_hosts.display(),
+    )
+}
+
+/// A `[[forward]]` table.
+pub fn forward_table(
+    name: &str,
+    host: &str,
+    kind: &str,
+    listen: &str,
+    connect: Option<&str>,
+) -> String {
+    let connect = connect
+        .map(|c| format!("connect = \"{c}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[[forward]]\nname = \"{name}\"\nhost = \"{host}\"\ntype = \"{kind}\"\nlisten = \"{listen}\"\n{connect}\n"
+    )
+}
+
+/// A loopback TCP listener on port 0, to hand to [`TestDaemon::start`] so that a TCP
+/// ingress needs no fixed port; its address goes into the forward's `listen`.
+pub fn ingress() -> (std::net::TcpListener, SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = l.local_addr().expect("local addr");
+    (l, addr)
+}
+
+/// A daemon running in this test's runtime.
+pub struct TestDaemon {
+    daemon: Option<Daemon>,
+    /// The validated configuration it runs.
+    pub config: Config,
+    /// Where the configuration file was written.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    /// Validates `toml` and starts it, adopting `listeners` for the TCP ingresses at their addresses.
+    pub async fn start(toml: &str, listeners: Vec<std::net::TcpListener>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("warren.toml");
+        std::fs::write(&path, toml)?;
+        let config = Config::load_with(&path, &Env::from_process())
+            .map_err(|e| anyhow!("config rejected:\n{e}\n---\n{toml}"))?;
+        let inherited: HashMap<SocketAddr, std::net::TcpListener> = listeners
+            .into_iter()
+            .map(|l| (l.local_addr().expect("addr"), l))
+            .collect();
+        let daemon = Daemon::start_with(&config, inherited)
+            .await
+            .context("daemon start")?;
+        Ok(Self {
+            daemon: Some(daemon),
+            config,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    /// The forward named `name`.
+    pub fn forward(&self, name: &str) -> &ForwardRuntime {
+        self.daemon()
+            .forwards()
+            .iter()
+            .find(|f| f.config.name == name)
+            .unwrap_or_else(|| panic!("no forward {name}"))
+    }
+
+    /// The status of host `name` now.
+    pub fn host_status(&self, name: &str) -> HostStatus {
+        self.daemon()
+            .host(name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+            .status()
+    }
+
+    /// Waits until host `name`'s status satisfies `pred`; returns that status.
+    pub async fn wait_host(
+        &self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(&HostStatus) -> bool,
+    ) -> anyhow::Result<HostStatus> {
+        let mut rx = self
+            .daemon()
+            .host(name)
+            .ok_or_else(|| anyhow!("no host {name}"))?
+            .watch_status();
+        let waited = tokio::time::timeout(limit, rx.wait_for(|s| pred(s)))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(anyhow!("host {name} supervisor ended")),
+            Err(_) => Err(anyhow!(
+                "timed out after {limit:?} waiting on host {name}; status now {:?}",
+                rx.borrow().clone()
+            )),
+        }
+    }
+
+    /// Waits until host `name` is up.
+    pub async fn wait_up(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
+        self.wait_host(name, limit, |s| s.state == HostState::Up)
+            .await
+            .map(|_| ())
+    }
+
+    /// Orderly shutdown with `grace` for open connections.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown(grace).await;
+        }
+    }
+}
