@@ -3,13 +3,14 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod config_files;
+mod flow_control;
 mod harness;
 mod harness_selftest;
-mod support;
-mod local_forward;
 mod hostkeys;
-mod auth;
 mod lifecycle;
+mod local_forward;
 mod remote_forward;
 mod socks;
+mod support;

@@ -65,6 +65,7 @@ pub fn ingress() -> (std::net::TcpListener, SocketAddr) {
 }
 
 /// A daemon running in this test's runtime.
+#[allow(dead_code)] // `config` and `path` are there for tests that need them.
 pub struct TestDaemon {
     daemon: Option<Daemon>,
     /// The validated configuration it runs.
@@ -157,4 +158,28 @@ impl TestDaemon {
             d.shutdown(grace).await;
         }
     }
+}
+
+/// `table` (a [`host_table`] or [`host_table_with`] text) with its `key = ...` line replaced
+/// by `key = value` (`value` written as TOML), or that line added when the table has none.
+/// TOML refuses a key twice, so this is how a test changes one of the defaults set above.
+pub fn with_setting(table: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key} = ");
+    let line = format!("{key} = {value}");
+    let mut found = false;
+    let mut out: Vec<String> = table
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                found = true;
+                line.clone()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        out.push(line);
+    }
+    out.join("\n") + "\n\n"
 }

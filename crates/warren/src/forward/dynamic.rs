@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Counters;
-use super::copy::splice;
+use super::copy::{Ingress, splice};
 use super::listener::Stream;
 use super::local::Serve;
 use super::socks::{self, Reply};
@@ -105,7 +105,7 @@ async fn client(
     }
     tokio::select! {
         () = cut.cancelled() => debug!("connection cut"),
-        r = splice(stream, channel, &counters) => match r {
+        r = splice(stream, channel, &counters, Ingress::Local) => match r {
             Ok((i, o)) => debug!(target = %target, bytes_in = i, bytes_out = o, "connection finished"),
             Err(e) => debug!(error = %e, "connection ended with an error"),
         },

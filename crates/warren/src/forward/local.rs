@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::copy::splice;
+use super::copy::{Ingress, splice};
 use super::listener::Listener;
 use super::{Counters, ForwardRuntime};
 use crate::config::Endpoint;
@@ -85,7 +85,7 @@ async fn connection(
     };
     tokio::select! {
         () = cut.cancelled() => debug!("connection cut"),
-        r = splice(stream, channel, &counters) => match r {
+        r = splice(stream, channel, &counters, Ingress::Local) => match r {
             Ok((i, o)) => debug!(bytes_in = i, bytes_out = o, "connection finished"),
             Err(e) => debug!(error = %e, "connection ended with an error"),
         },

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::copy::splice;
+use super::copy::{Ingress, splice};
 use super::{ForwardRuntime, ForwardState};
 use crate::config::Endpoint;
 use crate::session::{Backoff, HostHandle, Incoming, RouteKey, Session};
@@ -156,8 +156,8 @@ async fn connection(
         () = cut.cancelled() => debug!("connection cut"),
         r = async {
             match stream {
-                Egress::Tcp(s) => splice(channel, s, &forward.counters).await,
-                Egress::Unix(s) => splice(channel, s, &forward.counters).await,
+                Egress::Tcp(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,
+                Egress::Unix(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,
             }
         } => match r {
             Ok((i, o)) => debug!(bytes_in = i, bytes_out = o, "connection finished"),

@@ -27,6 +27,9 @@ const CIPHERS: &[cipher::Name] = &[
     cipher::AES_128_CTR,
 ];
 
+/// Messages a channel's queue holds: a 2 MiB window of packets averaging 128 bytes.
+const CHANNEL_QUEUE: usize = 16 * 1024;
+
 /// Host certificate kinds asked for when a certificate authority is configured.
 const HOST_CERT_ALGORITHMS: &[Algorithm] = &[
     Algorithm::Ed25519,
@@ -71,6 +74,10 @@ pub fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
         keepalive_max: host.keepalive_count_max as usize,
         inactivity_timeout: Some(dead_after),
         nodelay: true,
+        // With consumption-driven windows (vendor/russh) the bytes waiting in a channel's
+        // queue are bounded by the window; the queue must hold a full window even of small
+        // packets, or a slow reader would block the session loop again.
+        channel_buffer_size: CHANNEL_QUEUE,
         preferred: Preferred {
             cipher: Cow::Borrowed(CIPHERS),
             host_key_certificates: Cow::Borrowed(certificates),
