@@ -5,6 +5,7 @@
 
 mod auth;
 mod config_files;
+mod connect;
 mod flow_control;
 mod harness;
 mod harness_selftest;

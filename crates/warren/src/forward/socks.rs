@@ -167,6 +167,7 @@ pub fn parse_request_v4(buf: &[u8]) -> Result<Option<Parsed>, SocksError> {
         return Ok(None);
     };
     let user_end = match buf[8..].iter().position(|&b| b == 0) {
+        Some(i) if i > 255 => return Err(SocksError::Malformed("user id too long")),
         Some(i) => 8 + i,
         None if buf.len() - 8 > 255 => return Err(SocksError::Malformed("user id too long")),
         None => return Ok(None),
@@ -182,6 +183,9 @@ pub fn parse_request_v4(buf: &[u8]) -> Result<Option<Parsed>, SocksError> {
             }
             return Ok(None);
         };
+        if i > 255 {
+            return Err(SocksError::Malformed("domain name too long"));
+        }
         if i == 0 {
             return Err(SocksError::Malformed("empty domain name"));
         }
