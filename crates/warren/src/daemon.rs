@@ -163,6 +163,11 @@ impl Daemon {
         self.hosts.get(name)
     }
 
+    /// Tasks alive now: (supervisors and accept loops, connections). For leak checks.
+    pub fn task_counts(&self) -> (usize, usize) {
+        (self.tasks.len(), self.connections.len())
+    }
+
     /// Every host supervisor, by name.
     pub fn hosts(&self) -> &BTreeMap<String, HostHandle> {
         &self.hosts

@@ -82,7 +82,7 @@ async fn client(
         () = cut.cancelled() => return,
         r = host.open(&target, (&peer.0, peer.1)) => r,
     };
-    let channel = match opened {
+    let (channel, session) = match opened {
         Ok(c) => c,
         Err(e) => {
             debug!(target = %target, error = %e, "socks connect failed");
@@ -105,6 +105,7 @@ async fn client(
     }
     tokio::select! {
         () = cut.cancelled() => debug!("connection cut"),
+        () = session.ended() => debug!("session ended; connection closed"),
         r = splice(stream, channel, &counters, Ingress::Local) => match r {
             Ok((i, o)) => debug!(target = %target, bytes_in = i, bytes_out = o, "connection finished"),
             Err(e) => debug!(error = %e, "connection ended with an error"),

@@ -76,7 +76,7 @@ async fn connection(
         () = cut.cancelled() => return,
         r = host.open(&egress, (&peer.0, peer.1)) => r,
     };
-    let channel = match channel {
+    let (channel, session) = match channel {
         Ok(c) => c,
         Err(e) => {
             warn!(target = %egress, error = %e, "connection closed: no channel");
@@ -85,6 +85,7 @@ async fn connection(
     };
     tokio::select! {
         () = cut.cancelled() => debug!("connection cut"),
+        () = session.ended() => debug!("session ended; connection closed"),
         r = splice(stream, channel, &counters, Ingress::Local) => match r {
             Ok((i, o)) => debug!(bytes_in = i, bytes_out = o, "connection finished"),
             Err(e) => debug!(error = %e, "connection ended with an error"),

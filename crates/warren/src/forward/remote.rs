@@ -95,7 +95,7 @@ pub async fn serve(s: Serve) {
                 _ = sessions.changed() => break false,
                 Some(incoming) = rx.recv() => {
                     let span = info_span!("conn", peer = %incoming.originator);
-                    let conn = connection(incoming, egress.clone(), s.forward.clone(), cfg.connect_timeout, s.cut.clone());
+                    let conn = connection(incoming, egress.clone(), s.forward.clone(), cfg.connect_timeout, s.cut.clone(), session.clone());
                     s.connections.spawn(conn.instrument(span));
                 }
             }
@@ -133,6 +133,7 @@ async fn connection(
     forward: ForwardRuntime,
     timeout: Duration,
     cut: CancellationToken,
+    session: Arc<Session>,
 ) {
     let _active = forward.counters.open_connection();
     let Incoming { channel, reply, .. } = incoming;
@@ -154,6 +155,7 @@ async fn connection(
     let channel = channel.into_stream();
     tokio::select! {
         () = cut.cancelled() => debug!("connection cut"),
+        () = session.ended() => debug!("session ended; connection closed"),
         r = async {
             match stream {
                 Egress::Tcp(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,

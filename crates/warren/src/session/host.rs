@@ -67,6 +67,9 @@ pub struct HostStatus {
 /// An established, authenticated session.
 pub struct Session {
     handle: russh::client::Handle<ClientHandler>,
+    /// Cancelled when the session ends, so that its connections close at once instead of
+    /// lingering half-dead.
+    ended: CancellationToken,
 }
 
 /// Why a channel could not be opened for a forwarded connection.
@@ -157,6 +160,11 @@ impl Session {
             }
             RouteKey::Unix(path) => self.handle.cancel_streamlocal_forward(path.as_str()).await,
         }
+    }
+
+    /// Resolves when the session has ended (died, replaced or stopped).
+    pub async fn ended(&self) {
+        self.ended.cancelled().await;
     }
 
     /// True once the session's task has ended.
@@ -268,11 +276,12 @@ impl HostHandle {
     }
 
     /// Opens a channel to `target` on the session, waiting for a session if there is none.
+    /// Returns the session too: its connections end with it.
     pub async fn open(
         &self,
         target: &Endpoint,
         originator: (&str, u16),
-    ) -> Result<ChannelStream<Msg>, OpenError> {
+    ) -> Result<(ChannelStream<Msg>, Arc<Session>), OpenError> {
         let session = self.session().await?;
         match tokio::time::timeout(
             self.config.connect_timeout,
@@ -280,7 +289,7 @@ impl HostHandle {
         )
         .await
         {
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(stream)) => Ok((stream, session)),
             Ok(Err(e)) => Err(OpenError::Refused(e)),
             Err(_) => Err(OpenError::Timeout),
         }
@@ -372,7 +381,10 @@ impl Supervisor {
     /// Publishes the session and holds it until it dies or is dropped; `None` on shutdown.
     async fn hold(&mut self, est: Established) -> Option<String> {
         let Established { handle, dead } = est;
-        let session = Arc::new(Session { handle });
+        let session = Arc::new(Session {
+            handle,
+            ended: CancellationToken::new(),
+        });
         self.session.send_replace(Some(session.clone()));
         self.set_state(HostState::Up, None);
         info!("session up");
@@ -383,6 +395,7 @@ impl Supervisor {
             cmd = self.commands.recv() => cmd.map(|Command::ReconnectNow| "reconnect requested".to_string()),
         };
         self.session.send_replace(None);
+        session.ended.cancel();
         if why.as_deref() != Some("connection closed") {
             session
                 .disconnect(if why.is_none() {
