@@ -14,4 +14,5 @@ mod lifecycle;
 mod local_forward;
 mod remote_forward;
 mod socks;
+mod status;
 mod support;

@@ -183,3 +183,115 @@ pub fn with_setting(table: &str, key: &str, value: &str) -> String {
     }
     out.join("\n") + "\n\n"
 }
+
+/// The processes of a server's sessions as [`stop_sessions`] stopped them.
+pub struct StoppedSessions {
+    /// The `sshd -i` process of each stopped session.
+    roots: Vec<i32>,
+    /// Every stopped process: the roots and their descendants.
+    pids: Vec<i32>,
+}
+
+/// SIGSTOPs every process of `server`'s live sessions: to the client each session looks like
+/// a host that froze (no reply, no reset, its listeners still bound). Unlike
+/// [`SshServer::freeze_sessions`], later connections are still served by fresh `sshd -i`
+/// processes, so a client can reconnect while the old session holds on to its resources.
+pub async fn stop_sessions(server: &SshServer) -> anyhow::Result<StoppedSessions> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let roots = server.session_pids();
+    anyhow::ensure!(!roots.is_empty(), "no live session to stop");
+    let mut pids: Vec<i32> = Vec::new();
+    // Stop what is there, then look again: a process forked meanwhile is stopped too.
+    loop {
+        let current: Vec<i32> = roots
+            .iter()
+            .flat_map(|&r| crate::harness::process_tree(r))
+            .collect();
+        let fresh: Vec<i32> = current
+            .into_iter()
+            .filter(|p| !pids.contains(p))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for &pid in &fresh {
+            // A process that is already gone is fine.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        }
+        pids.extend(fresh);
+    }
+    crate::harness::wait_until(
+        Duration::from_secs(5),
+        "the session processes to stop",
+        || pids.iter().all(|&p| stopped_or_gone(p)),
+    )
+    .await?;
+    Ok(StoppedSessions { roots, pids })
+}
+
+impl StoppedSessions {
+    /// SIGKILLs the stopped processes and waits until `server` has seen their sessions end;
+    /// what they held (sockets, listeners) is released. Other sessions are left alone.
+    pub async fn kill(self, server: &SshServer) -> anyhow::Result<()> {
+        use nix::errno::Errno;
+        use nix::sys::signal::{Signal, kill};
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        use nix::unistd::Pid;
+        // Orphaned descendants are re-parented to this process, which reaps them below.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        for &pid in &self.pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        crate::harness::wait_until(
+            Duration::from_secs(10),
+            "the server to see the killed sessions end",
+            || {
+                let live = server.session_pids();
+                self.roots.iter().all(|r| !live.contains(r))
+            },
+        )
+        .await?;
+        // The roots are reaped by the harness that spawned them; the rest here.
+        let mut left: Vec<i32> = self
+            .pids
+            .iter()
+            .copied()
+            .filter(|p| !self.roots.contains(p))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            left.retain(|&pid| {
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => true,
+                    Ok(_) => false,
+                    // Not (yet) our child: still dying, or someone else reaped it.
+                    Err(Errno::ECHILD) => Path::new(&format!("/proc/{pid}")).exists(),
+                    Err(_) => false,
+                }
+            });
+            if !left.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pid` is stopped, a zombie, or gone.
+fn stopped_or_gone(pid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state letter follows the command name, which is in parentheses.
+    text.rfind(')')
+        .and_then(|i| text[i + 1..].split_whitespace().next())
+        .is_some_and(|s| matches!(s, "T" | "t" | "Z" | "X"))
+}
+
+/// The number of open file descriptors of process `pid` (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: i32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("list /proc/{pid}/fd"))?
+        .count())
+}

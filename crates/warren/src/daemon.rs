@@ -163,6 +163,14 @@ impl Daemon {
         self.hosts.get(name)
     }
 
+    /// What the control socket reports on.
+    pub fn control_state(&self) -> crate::control::ControlState {
+        crate::control::ControlState {
+            hosts: self.hosts.clone(),
+            forwards: self.forwards.clone(),
+        }
+    }
+
     /// Tasks alive now: (supervisors and accept loops, connections). For leak checks.
     pub fn task_counts(&self) -> (usize, usize) {
         (self.tasks.len(), self.connections.len())

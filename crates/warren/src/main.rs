@@ -21,8 +21,11 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => warren::commands::run(&args, &env),
         Command::Connect(args) => warren::commands::connect(&args, &env),
-        Command::Status(_) | Command::Reload(_) => {
-            eprintln!("warren: this command is not built yet");
+        Command::Status(args) => {
+            warren::commands::status(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Reload(_) => {
+            eprintln!("warren reload: not built yet; restart the daemon to apply a new file");
             exit::FAILURE
         }
     };

@@ -56,6 +56,8 @@ fn capture(
 /// A running `warren` process. Killed on drop.
 pub struct WarrenProcess {
     child: Child,
+    /// `$RUNTIME_DIRECTORY` of this process, so that its default control socket is its own.
+    runtime_dir: tempfile::TempDir,
     pid: i32,
     stdout: watch::Receiver<Lines>,
     stderr: watch::Receiver<Lines>,
@@ -65,7 +67,11 @@ pub struct WarrenProcess {
 impl WarrenProcess {
     /// Starts `warren ARGS` with `env` added to a scrubbed environment.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let runtime_dir = tempfile::tempdir().context("runtime dir")?;
         let mut cmd = warren_command(args, env);
+        if !env.iter().any(|(k, _)| *k == "RUNTIME_DIRECTORY") {
+            cmd.env("RUNTIME_DIRECTORY", runtime_dir.path());
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,11 +82,17 @@ impl WarrenProcess {
         let (stderr, err_task) = capture(child.stderr.take().context("stderr pipe")?);
         Ok(WarrenProcess {
             child,
+            runtime_dir,
             pid,
             stdout,
             stderr,
             readers: [out_task, err_task],
         })
+    }
+
+    /// The control socket this process uses unless its config names another.
+    pub fn default_control_socket(&self) -> std::path::PathBuf {
+        self.runtime_dir.path().join("warren.sock")
     }
 
     /// The process id.

@@ -34,7 +34,7 @@ pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
             return exit::USAGE;
         }
     };
-    super::run::serve_blocking(config)
+    super::run::serve_blocking(config, false)
 }
 
 /// Translates the command line into configuration text.

@@ -3,10 +3,12 @@
 mod check;
 mod connect;
 mod run;
+mod status;
 
 pub use check::check;
 pub use connect::{connect, to_toml as connect_config};
 pub use run::run;
+pub use status::status;
 
 use std::path::PathBuf;
 

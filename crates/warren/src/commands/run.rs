@@ -5,7 +5,9 @@ use tracing::{error, info, warn};
 
 use crate::cli::{RunArgs, exit};
 use crate::config::{Config, Env};
+use crate::control::ControlSocket;
 use crate::daemon::Daemon;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the daemon; returns the exit code.
 pub fn run(args: &RunArgs, env: &Env) -> u8 {
@@ -21,11 +23,12 @@ pub fn run(args: &RunArgs, env: &Env) -> u8 {
             return exit::CONFIG;
         }
     };
-    serve_blocking(config)
+    serve_blocking(config, true)
 }
 
 /// Runs the daemon for `config` on a new runtime until a stop signal; the exit code.
-pub fn serve_blocking(config: Config) -> u8 {
+/// `control`: whether to answer on the control socket (ad-hoc `connect` does not).
+pub fn serve_blocking(config: Config, control: bool) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,10 +39,10 @@ pub fn serve_blocking(config: Config) -> u8 {
             return exit::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, control))
 }
 
-async fn serve(config: Config) -> u8 {
+async fn serve(config: Config, with_control: bool) -> u8 {
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -59,6 +62,26 @@ async fn serve(config: Config) -> u8 {
             return exit::FAILURE;
         }
     };
+    let socket_path = &config.daemon.control_socket;
+    let control = match with_control
+        .then(|| ControlSocket::bind(socket_path))
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let e = format!(
+                "cannot create the control socket {}: {e}",
+                socket_path.display()
+            );
+            error!(error = %e, "start-up failed");
+            eprintln!("warren: {e}");
+            daemon.shutdown(std::time::Duration::ZERO).await;
+            return exit::FAILURE;
+        }
+    };
+    let stop_control = CancellationToken::new();
+    let control_task =
+        control.map(|c| tokio::spawn(c.serve(daemon.control_state(), stop_control.clone())));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(
         config = %config.path.display(),
@@ -74,6 +97,10 @@ async fn serve(config: Config) -> u8 {
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    stop_control.cancel();
+    if let Some(task) = control_task {
+        let _ = task.await;
+    }
     daemon.shutdown(config.daemon.shutdown_grace).await;
     info!("stopped");
     exit::OK

@@ -96,7 +96,7 @@ fn originator(peer: SocketAddr) -> (String, u16) {
 
 /// A socket file nobody listens on is left over from a crash: remove it. Anything else at
 /// the path (a live socket, a regular file) is an error naming what is there.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };

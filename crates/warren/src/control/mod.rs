@@ -1,0 +1,248 @@
+//! The control socket: a Unix socket (mode 0600) where `warren status` asks a running daemon
+//! for its state. One JSON request line of at most 4 KiB, read within 5 s; one JSON answer.
+
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::forward::ForwardRuntime;
+use crate::session::HostHandle;
+
+/// The largest request accepted.
+pub const MAX_REQUEST: usize = 4096;
+/// How long a client may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the control socket answers about.
+#[derive(Clone)]
+pub struct ControlState {
+    /// Host supervisors by name.
+    pub hosts: BTreeMap<String, HostHandle>,
+    /// Running forwards.
+    pub forwards: Vec<ForwardRuntime>,
+}
+
+/// A bound control socket; the file is removed on drop.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path` with mode 0600, replacing a stale socket file from a crashed daemon but
+    /// never a live daemon's.
+    pub fn bind(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        crate::forward::listener::remove_stale_socket(path)?;
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Answers requests until `stop` fires; each client is served in its own task.
+    pub async fn serve(self, state: ControlState, stop: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => break,
+                r = self.listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(stream, &state).await {
+                            debug!(error = %e, "control client dropped");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, state: &ControlState) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    let mut line = String::new();
+    let reply = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => json!({"ok": false, "error": "request not received within 5s"}),
+        Ok(Err(e)) => json!({"ok": false, "error": format!("unreadable request: {e}")}),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => json!({"ok": false, "error": "request too large"}),
+        Ok(Ok(_)) => handle(line.trim(), state),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await?;
+    // Closing with unread input would reset the connection before the client reads the
+    // answer: swallow a bounded remainder first.
+    let mut rest = reader.into_inner().into_inner().take(64 * 1024);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
+    Ok(())
+}
+
+fn handle(line: &str, state: &ControlState) -> Value {
+    let Ok(request) = serde_json::from_str::<Value>(line) else {
+        return json!({"ok": false, "error": "malformed request: expected one JSON object"});
+    };
+    match request["request"].as_str() {
+        Some("status") => {
+            json!({"ok": true, "status": status::document(&state.hosts, &state.forwards)})
+        }
+        Some("reconnect") => match request["host"].as_str().and_then(|h| state.hosts.get(h)) {
+            Some(h) => {
+                h.reconnect_now();
+                json!({"ok": true})
+            }
+            None => json!({"ok": false, "error": "unknown host"}),
+        },
+        Some(other) => json!({"ok": false, "error": format!("unsupported request \"{other}\"")}),
+        None => json!({"ok": false, "error": "the request names no \"request\""}),
+    }
+}
+
+/// Why a control request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody listens at the socket (exit 69).
+    #[error("no daemon answers on {path}: {source}")]
+    NoDaemon {
+        /// The socket tried.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+}
+
+/// Sends `request` to the daemon at `path` and returns its answer (blocking; for the CLI).
+pub fn request(path: &Path, request: &Value) -> Result<Value, ClientError> {
+    let no_daemon = |source| ClientError::NoDaemon {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(no_daemon)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(no_daemon)?;
+    let mut line = serde_json::to_vec(request).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(no_daemon)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(no_daemon)?;
+    let value: Value =
+        serde_json::from_str(&answer).map_err(|e| no_daemon(std::io::Error::other(e)))?;
+    if value["ok"] == json!(true) {
+        Ok(value)
+    } else {
+        Err(ClientError::Refused(
+            value["error"]
+                .as_str()
+                .unwrap_or("unknown error")
+                .to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[tokio::test]
+    async fn socket_is_0600_and_refuses_bad_requests_without_harm() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/warren.sock");
+        let sock = ControlSocket::bind(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(
+            ControlSocket::bind(&path).is_err(),
+            "a live daemon's socket is not replaced"
+        );
+        let stop = CancellationToken::new();
+        let state = ControlState {
+            hosts: BTreeMap::new(),
+            forwards: Vec::new(),
+        };
+        let server = tokio::spawn(sock.serve(state, stop.clone()));
+
+        let p = path.clone();
+        let status =
+            tokio::task::spawn_blocking(move || request(&p, &json!({"request": "status"})))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(status["status"], json!({"hosts": [], "forwards": []}));
+
+        for bad in [
+            &b"not json\n"[..],
+            &[b'x'; 10_000][..],
+            b"{\"request\":\"format c:\"}\n",
+        ] {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            let _ = s.write_all(bad).await;
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer))
+                .await
+                .unwrap()
+                .unwrap();
+            let v: Value = serde_json::from_str(answer.trim()).unwrap();
+            assert_eq!(v["ok"], json!(false), "{answer}");
+        }
+        // Still serving.
+        let p = path.clone();
+        let again = tokio::task::spawn_blocking(move || request(&p, &json!({"request": "status"})))
+            .await
+            .unwrap();
+        assert!(again.is_ok());
+        stop.cancel();
+        server.await.unwrap();
+        assert!(!path.exists(), "the socket file goes with the daemon");
+        // A stale socket file is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(ControlSocket::bind(&path).is_ok());
+        let err = request(
+            dir.path().join("none.sock").as_path(),
+            &json!({"request": "status"}),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ClientError::NoDaemon { .. }));
+    }
+}
