@@ -16,3 +16,4 @@ mod remote_forward;
 mod socks;
 mod status;
 mod support;
+mod jump;

@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{BindAddr, Config, ForwardSpec};
 use crate::forward::listener::Listener;
 use crate::forward::{ForwardRuntime, dynamic, local, remote};
-use crate::session::HostHandle;
+use crate::session::{HostHandle, spawn_hosts};
 
 /// Start-up failures that stop the daemon before it is ready.
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +78,7 @@ impl Daemon {
             bound.push((f.name.clone(), listener));
         }
 
-        let hosts: BTreeMap<String, HostHandle> = config
-            .active_hosts()
-            .into_iter()
-            .map(|h| {
-                (
-                    h.name.clone(),
-                    HostHandle::spawn(h, &tasks, root.child_token()),
-                )
-            })
-            .collect();
+        let hosts: BTreeMap<String, HostHandle> = spawn_hosts(config, &tasks, &root);
 
         let mut listeners: HashMap<String, Listener> = bound.into_iter().collect();
         let mut forwards = Vec::new();

@@ -129,11 +129,12 @@ pub async fn establish(
     host: &HostConfig,
     config: Arc<client::Config>,
     router: SharedRouter,
+    upstream: Option<&super::HostHandle>,
 ) -> Result<Established, SessionError> {
     let (alive, dead) = oneshot::channel();
     let check = host_key_check(host);
     let handler = ClientHandler::new(check, &host.hostname, host.port, router, alive);
-    let stream = transport::open(host).await?;
+    let stream = transport::open(host, upstream).await?;
     let mut handle = client::connect_stream(config, stream, handler).await?;
     auth::authenticate(&mut handle, host).await?;
     Ok(Established { handle, dead })

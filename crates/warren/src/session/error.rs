@@ -80,6 +80,17 @@ pub enum SessionError {
     /// A credential or setting on this machine is unusable (never a secret in the text).
     #[error("{0}")]
     Config(String),
+    /// The previous hop of the jump chain could not carry the connection.
+    #[error("via jump host {hop}: {source}")]
+    Hop {
+        /// The hop's name.
+        hop: String,
+        /// Why its channel could not be opened.
+        source: Box<super::OpenError>,
+    },
+    /// The ProxyCommand could not be started.
+    #[error("proxy_command: {0}")]
+    ProxyCommand(std::io::Error),
     /// The transport ended (closed by the server, reset, or dead).
     #[error("session closed: {0}")]
     Closed(String),
@@ -89,9 +100,12 @@ impl SessionError {
     /// The class, decided by the error's type, never by its text.
     pub fn class(&self) -> FailureClass {
         match self {
-            Self::Resolve { .. } | Self::Connect { .. } | Self::Timeout(_) | Self::Closed(_) => {
-                FailureClass::Network
-            }
+            Self::Resolve { .. }
+            | Self::Connect { .. }
+            | Self::Timeout(_)
+            | Self::Closed(_)
+            | Self::Hop { .. }
+            | Self::ProxyCommand(_) => FailureClass::Network,
             Self::Ssh(e) => ssh_class(e),
             Self::HostKey(_) => FailureClass::HostKey,
             Self::Auth { .. } => FailureClass::Auth,

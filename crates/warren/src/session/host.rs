@@ -195,6 +195,17 @@ impl HostHandle {
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
+        Self::spawn_via(config, None, tracker, cancel)
+    }
+
+    /// Like [`HostHandle::spawn`], reaching the host through `upstream`'s session (the
+    /// previous hop of a jump chain) when given.
+    pub fn spawn_via(
+        config: Arc<HostConfig>,
+        upstream: Option<HostHandle>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
         let now = SystemTime::now();
         let (status_tx, status) = watch::channel(HostStatus {
             state: HostState::Connecting,
@@ -206,6 +217,7 @@ impl HostHandle {
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let router: SharedRouter = Arc::new(RemoteRouter::default());
         let sup = Supervisor {
+            upstream,
             router: router.clone(),
             config: config.clone(),
             status: status_tx,
@@ -297,6 +309,7 @@ impl HostHandle {
 }
 
 struct Supervisor {
+    upstream: Option<HostHandle>,
     router: SharedRouter,
     config: Arc<HostConfig>,
     status: watch::Sender<HostStatus>,
@@ -322,7 +335,12 @@ impl Supervisor {
             self.set_state(HostState::Connecting, None);
             let attempt = tokio::time::timeout(
                 cfg.connect_timeout,
-                establish(&cfg, ssh_config.clone(), self.router.clone()),
+                establish(
+                    &cfg,
+                    ssh_config.clone(),
+                    self.router.clone(),
+                    self.upstream.as_ref(),
+                ),
             );
             let result = tokio::select! {
                 () = self.cancel.cancelled() => return,

@@ -1,14 +1,18 @@
-//! The byte stream a session runs over: a TCP connection to the host, resolved again on
-//! every attempt. (Jump chains and ProxyCommand plug in here.)
+//! The byte stream a session runs over: a TCP connection to the host (resolved again on every
+//! attempt), a `direct-tcpip` channel of the previous hop's session (jump chains), or the
+//! stdin/stdout of a ProxyCommand.
 
 use std::pin::Pin;
+use std::process::Stdio;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tokio::process::Command;
+use tracing::{Instrument, debug, info_span, warn};
 
+use super::HostHandle;
 use super::error::SessionError;
-use crate::config::{HostConfig, Route};
+use crate::config::{Endpoint, HostConfig, Route};
 
 /// Any transport russh can run a session over.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -17,16 +21,34 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 /// A boxed transport.
 pub type BoxedTransport = Pin<Box<dyn Transport>>;
 
-/// Opens the transport for `host`.
-pub async fn open(host: &HostConfig) -> Result<BoxedTransport, SessionError> {
-    match &host.route {
-        Route::Direct => Ok(Box::pin(tcp(&host.hostname, host.port).await?)),
-        Route::Jump(_) => Err(SessionError::Config(
-            "jump hosts are not supported by this build yet".into(),
+/// Opens the transport for `host`; `upstream` is the previous hop for a jump chain.
+pub async fn open(
+    host: &HostConfig,
+    upstream: Option<&HostHandle>,
+) -> Result<BoxedTransport, SessionError> {
+    match (&host.route, upstream) {
+        (Route::Jump(_), Some(hop)) => {
+            let target = Endpoint::Tcp {
+                host: host.hostname.clone(),
+                port: host.port,
+            };
+            // The originator of a hop's channel is this machine; OpenSSH's ssh -W sends the
+            // same placeholder.
+            let (stream, _session) =
+                hop.open(&target, ("127.0.0.1", 0))
+                    .await
+                    .map_err(|e| SessionError::Hop {
+                        hop: hop.config().name.clone(),
+                        source: Box::new(e),
+                    })?;
+            let span = info_span!("jump", via = %hop.config().name);
+            Ok(Box::pin(relay(stream, (), span)))
+        }
+        (Route::Jump(_), None) => Err(SessionError::Config(
+            "jump chain without a running first hop".into(),
         )),
-        Route::ProxyCommand(_) => Err(SessionError::Config(
-            "proxy_command is not supported by this build yet".into(),
-        )),
+        (Route::ProxyCommand(cmd), _) => Ok(Box::pin(proxy_command(cmd, host)?)),
+        (Route::Direct, _) => Ok(Box::pin(tcp(&host.hostname, host.port).await?)),
     }
 }
 
@@ -58,4 +80,120 @@ pub async fn tcp(host: &str, port: u16) -> Result<TcpStream, SessionError> {
         )
     });
     Err(SessionError::Connect { addr, source })
+}
+
+/// OpenSSH's ProxyCommand tokens: `%h` host, `%p` port, `%r` user, `%n` the name as written,
+/// `%%` a percent sign. Unknown tokens stay as written.
+pub fn expand_tokens(cmd: &str, host: &HostConfig) -> String {
+    let mut out = String::with_capacity(cmd.len());
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('h') => out.push_str(&host.hostname),
+            Some('p') => out.push_str(&host.port.to_string()),
+            Some('r') => out.push_str(&host.user),
+            Some('n') => out.push_str(&host.name),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// How far a transport is read ahead of the session. russh does not read while it waits to
+/// write, so over bare pipes (64 KiB) or a hop's channel a busy full-duplex session can
+/// deadlock: it waits to write into the carrier, which waits to deliver its output, which
+/// nobody reads. A TCP socket has megabytes of kernel buffer for this; the relay gives the
+/// other transports the same.
+const READ_AHEAD: usize = 8 * 1024 * 1024;
+
+/// Relays `inner` through an in-memory pipe of [`READ_AHEAD`] bytes each way. `guard` (for
+/// example the ProxyCommand's child, killed on drop) lives exactly as long as the relay,
+/// which ends when either side closes.
+fn relay<T, G>(inner: T, guard: G, span: tracing::Span) -> DuplexStream
+where
+    T: AsyncRead + AsyncWrite + Send + 'static,
+    G: Send + 'static,
+{
+    let (session_side, relay_side) = tokio::io::duplex(READ_AHEAD);
+    let (mut from_session, mut to_session) = tokio::io::split(relay_side);
+    let (mut carrier_out, mut carrier_in) = tokio::io::split(inner);
+    tokio::spawn(
+        async move {
+            let output = async {
+                let _ = tokio::io::copy(&mut carrier_out, &mut to_session).await;
+                let _ = to_session.shutdown().await;
+            };
+            let input = async {
+                let _ = tokio::io::copy(&mut from_session, &mut carrier_in).await;
+                let _ = carrier_in.shutdown().await;
+            };
+            tokio::select! {
+                () = output => debug!("transport closed by the far side"),
+                () = input => debug!("transport closed by the session"),
+            }
+            drop(guard);
+        }
+        .instrument(span),
+    );
+    session_side
+}
+
+/// Starts `/bin/sh -c CMD`; its stdout/stdin are the transport, its stderr goes to the log,
+/// and it is killed when the transport is dropped (the session ended).
+fn proxy_command(cmd: &str, host: &HostConfig) -> Result<DuplexStream, SessionError> {
+    let command = expand_tokens(cmd, host);
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(SessionError::ProxyCommand)?;
+    let missing = || SessionError::ProxyCommand(std::io::Error::other("no pipe to the command"));
+    let stdin = child.stdin.take().ok_or_else(missing)?;
+    let stdout = child.stdout.take().ok_or_else(missing)?;
+    let span = info_span!("proxy_command", host = %host.name);
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(
+            async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    warn!(stderr = %line, "proxy_command says");
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    debug!(command = %command, "proxy_command started");
+    Ok(relay(tokio::io::join(stdout, stdin), child, span))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Env};
+
+    #[test]
+    fn proxy_command_tokens() {
+        let cfg = Config::parse(
+            "[hosts.db]\nhostname = \"10.0.0.5\"\nport = 2222\nuser = \"ops\"\n",
+            std::path::Path::new("/w.toml"),
+            &Env::from_process(),
+        )
+        .unwrap();
+        let h = &cfg.hosts["db"];
+        assert_eq!(expand_tokens("nc %h %p", h), "nc 10.0.0.5 2222");
+        assert_eq!(expand_tokens("%r@%n %% %x %", h), "ops@db % %x %");
+    }
 }
