@@ -208,10 +208,7 @@ pub async fn stop_sessions(server: &SshServer) -> anyhow::Result<StoppedSessions
             .iter()
             .flat_map(|&r| crate::harness::process_tree(r))
             .collect();
-        let fresh: Vec<i32> = current
-            .into_iter()
-            .filter(|p| !pids.contains(p))
-            .collect();
+        let fresh: Vec<i32> = current.into_iter().filter(|p| !pids.contains(p)).collect();
         if fresh.is_empty() {
             break;
         }

@@ -318,6 +318,16 @@ struct Supervisor {
     cancel: CancellationToken,
 }
 
+/// How a held session ended.
+enum Ended {
+    /// The daemon is stopping.
+    Stopped,
+    /// `reconnect_now` was called.
+    Requested,
+    /// It died; why.
+    Lost(String),
+}
+
 /// How a wait ended.
 enum Wake {
     Cancelled,
@@ -350,8 +360,16 @@ impl Supervisor {
                 Ok(established) => {
                     last_logged = None;
                     let up_since = Instant::now();
-                    let ended = self.hold(established).await;
-                    let Some(why) = ended else { return };
+                    let why = match self.hold(established).await {
+                        Ended::Stopped => return,
+                        Ended::Requested => {
+                            // Asked for, not a failure: no backoff, no error, no warning.
+                            info!("reconnecting on request");
+                            self.status.send_modify(|s| s.reconnects += 1);
+                            continue;
+                        }
+                        Ended::Lost(why) => why,
+                    };
                     if up_since.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
@@ -397,33 +415,34 @@ impl Supervisor {
     }
 
     /// Publishes the session and holds it until it dies or is dropped; `None` on shutdown.
-    async fn hold(&mut self, est: Established) -> Option<String> {
+    async fn hold(&mut self, est: Established) -> Ended {
         let Established { handle, dead } = est;
         let session = Arc::new(Session {
             handle,
             ended: CancellationToken::new(),
         });
+        // A reconnect asked for while this session was being set up is this session.
+        while self.commands.try_recv().is_ok() {}
         self.session.send_replace(Some(session.clone()));
         self.set_state(HostState::Up, None);
         info!("session up");
-        let why = tokio::select! {
-            () = self.cancel.cancelled() => None,
-            _ = dead => Some("connection closed".to_string()),
+        let ended = tokio::select! {
+            () = self.cancel.cancelled() => Ended::Stopped,
+            _ = dead => Ended::Lost("connection closed".to_string()),
             // A closed command channel means every handle is gone: stop like on cancel.
-            cmd = self.commands.recv() => cmd.map(|Command::ReconnectNow| "reconnect requested".to_string()),
+            cmd = self.commands.recv() => match cmd {
+                Some(Command::ReconnectNow) => Ended::Requested,
+                None => Ended::Stopped,
+            },
         };
         self.session.send_replace(None);
         session.ended.cancel();
-        if why.as_deref() != Some("connection closed") {
-            session
-                .disconnect(if why.is_none() {
-                    "warren is stopping"
-                } else {
-                    "reconnecting"
-                })
-                .await;
+        match ended {
+            Ended::Stopped => session.disconnect("warren is stopping").await,
+            Ended::Requested => session.disconnect("reconnecting").await,
+            Ended::Lost(_) => {}
         }
-        why
+        ended
     }
 
     async fn wait(&mut self, delay: Duration) -> Wake {
