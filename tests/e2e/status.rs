@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    EchoServer, KeyKind, SshServer, Transport, UserKey, WarrenProcess, run_warren, wait_for,
-    with_timeout,
+    EchoServer, KeyKind, NotifySocket, SshServer, Transport, UserKey, WarrenProcess, run_warren,
+    wait_for, with_timeout,
 };
 use crate::support::{forward_table, host_table};
 
@@ -111,6 +111,58 @@ async fn status_reports_every_field_and_the_allocated_port() {
         )
         .await?;
         assert_eq!(none.status.code(), Some(69));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notifications_ready_status_watchdog_stopping() {
+    with_timeout(Duration::from_secs(60), async {
+        let server = SshServer::start().await?;
+        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
+        server.authorize(&key)?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let dir = tempfile::tempdir()?;
+        let ingress = dir.path().join("in.sock");
+        let toml = host_table("h", &server, &key)
+            + &forward_table(
+                "f",
+                "h",
+                "local",
+                &ingress.display().to_string(),
+                Some(&echo.addr().to_string()),
+            );
+        let cfg = dir.path().join("warren.toml");
+        std::fs::write(&cfg, toml)?;
+        let mut notify = NotifySocket::bind()?;
+        let socket = notify.path().display().to_string();
+        let cfg = cfg.display().to_string();
+        let mut warren = WarrenProcess::spawn(
+            &["run", "-c", &cfg],
+            &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "400000")],
+        )?;
+        notify.wait_ready(Duration::from_secs(20)).await?;
+        notify
+            .wait_for(Duration::from_secs(20), |l| {
+                l == "STATUS=1/1 hosts up, 1/1 forwards ready"
+            })
+            .await?;
+        notify
+            .wait_for(Duration::from_secs(5), |l| l == "WATCHDOG=1")
+            .await?;
+        notify
+            .wait_for(Duration::from_secs(5), |l| l == "WATCHDOG=1")
+            .await?;
+        warren.sigterm()?;
+        notify
+            .wait_for(Duration::from_secs(10), |l| l == "STOPPING=1")
+            .await?;
+        assert_eq!(warren.wait_exit(Duration::from_secs(20)).await?, 0);
+        let seen = notify.received();
+        let ready = seen.iter().position(|l| l == "READY=1").unwrap();
+        let stopping = seen.iter().position(|l| l == "STOPPING=1").unwrap();
+        assert!(ready < stopping, "{seen:?}");
         Ok(())
     })
     .await;
