@@ -7,12 +7,12 @@ use std::time::Duration;
 use russh::ChannelOpenFailure;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::debug;
 
 use super::Counters;
 use super::copy::{Ingress, splice};
 use super::listener::Stream;
-use super::local::Serve;
+use super::local::{Serve, accept_loop};
 use super::socks::{self, Reply};
 use crate::config::Endpoint;
 use crate::session::{HostHandle, OpenError};
@@ -22,32 +22,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts until `stop_accepting` fires; each client runs in its own task.
 pub async fn serve(s: Serve) {
-    loop {
-        let accepted = tokio::select! {
-            () = s.stop_accepting.cancelled() => break,
-            r = s.listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let span = info_span!("conn", peer = %format!("{}:{}", peer.0, peer.1));
-                let conn = client(
-                    stream,
-                    peer,
-                    s.host.clone(),
-                    s.forward.counters.clone(),
-                    s.cut.clone(),
-                );
-                s.connections.spawn(conn.instrument(span));
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::select! {
-                    () = s.stop_accepting.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-        }
-    }
+    let (host, counters, cut) = (s.host.clone(), s.forward.counters.clone(), s.cut.clone());
+    accept_loop(&s, |stream, peer| {
+        client(stream, peer, host.clone(), counters.clone(), cut.clone())
+    })
+    .await;
 }
 
 async fn client(

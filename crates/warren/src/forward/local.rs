@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::copy::{Ingress, splice};
-use super::listener::Listener;
+use super::listener::{Listener, Stream};
 use super::{Counters, ForwardRuntime};
 use crate::config::Endpoint;
 use crate::session::HostHandle;
@@ -33,6 +33,27 @@ pub struct Serve {
 /// Accepts until `stop_accepting` fires; each connection runs in its own task.
 pub async fn serve(s: Serve, egress: Endpoint) {
     let egress = Arc::new(egress);
+    let (host, counters, cut) = (s.host.clone(), s.forward.counters.clone(), s.cut.clone());
+    accept_loop(&s, |stream, peer| {
+        connection(
+            stream,
+            peer,
+            host.clone(),
+            egress.clone(),
+            counters.clone(),
+            cut.clone(),
+        )
+    })
+    .await;
+}
+
+/// The accept loop of every ingress on this machine (local and dynamic forwards): spawn
+/// first, do the handshake inside the task, never I/O in the loop.
+pub async fn accept_loop<F, Fut>(s: &Serve, mut handle: F)
+where
+    F: FnMut(Stream, (String, u16)) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             () = s.stop_accepting.cancelled() => break,
@@ -41,15 +62,7 @@ pub async fn serve(s: Serve, egress: Endpoint) {
         match accepted {
             Ok((stream, peer)) => {
                 let span = info_span!("conn", peer = %format!("{}:{}", peer.0, peer.1));
-                let conn = connection(
-                    stream,
-                    peer,
-                    s.host.clone(),
-                    egress.clone(),
-                    s.forward.counters.clone(),
-                    s.cut.clone(),
-                );
-                s.connections.spawn(conn.instrument(span));
+                s.connections.spawn(handle(stream, peer).instrument(span));
             }
             Err(e) => {
                 // Out of descriptors, most likely: pause instead of spinning on the error.
@@ -64,7 +77,7 @@ pub async fn serve(s: Serve, egress: Endpoint) {
 }
 
 async fn connection(
-    stream: super::listener::Stream,
+    stream: Stream,
     peer: (String, u16),
     host: HostHandle,
     egress: Arc<Endpoint>,
