@@ -381,3 +381,42 @@ async fn taken_remote_port_fails_that_forward_alone_and_it_recovers_when_release
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_unix_socket_ingress_uses_streamlocal_and_is_cancelled_on_stop() {
+    with_timeout(LIMIT, async {
+        let (server, key) = server_and_key().await?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let dir = tempfile::tempdir()?;
+        let remote_sock = dir.path().join("remote.sock");
+        let toml = host_table("h", &server, &key)
+            + &forward_table(
+                "rev-sock",
+                "h",
+                "remote",
+                &remote_sock.display().to_string(),
+                Some(&echo.addr().to_string()),
+            );
+        let d = TestDaemon::start(&toml, vec![]).await?;
+        wait_until(Duration::from_secs(20), "the server-side socket", || {
+            d.forward("rev-sock").status().state == ForwardState::Ready && remote_sock.exists()
+        })
+        .await?;
+        let t = push_through(
+            tokio::net::UnixStream::connect(&remote_sock).await?,
+            8 * MIB,
+        )
+        .await?;
+        t.check_echoed()?;
+        // On stop the listener is cancelled: the server no longer accepts on the socket.
+        d.stop(Duration::from_millis(200)).await;
+        wait_until(
+            Duration::from_secs(10),
+            "the server to drop the socket",
+            || std::os::unix::net::UnixStream::connect(&remote_sock).is_err(),
+        )
+        .await?;
+        Ok(())
+    })
+    .await;
+}
