@@ -15,6 +15,7 @@ mod leaks;
 mod lifecycle;
 mod liveness;
 mod local_forward;
+mod netns;
 mod remote_forward;
 mod socks;
 mod status;

@@ -9,9 +9,6 @@ use tracing::error;
 use crate::cli::{ConnectArgs, exit};
 use crate::config::{Config, Env};
 
-/// The name of the destination host in the generated configuration.
-const DEST: &str = "destination";
-
 /// Runs the tunnels of `args`; returns the exit code.
 pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
     crate::logging::init(&args.log);
@@ -43,9 +40,14 @@ pub fn to_toml(args: &ConnectArgs) -> Result<String, String> {
         return Err("nothing to forward: give at least one -L, -R or -D".into());
     }
     let (user, host, port) = split_destination(&args.destination)?;
-    let mut hosts = String::new();
+    // Like ssh, read ~/.ssh/config (a missing file is an empty one): a host written by its
+    // alias gets its HostName, User, Port, ProxyJump... from there; the options here win.
+    let mut hosts = String::from("[daemon]\nssh_config = true\n\n");
     let mut dest = Table::default();
-    dest.set("hostname", quote(&host));
+    let dest_name = table_name(&host, "destination");
+    if dest_name != host {
+        dest.set("hostname", quote(&host));
+    }
     if let Some(u) = args.user.clone().or(user) {
         dest.set("user", quote(&u));
     }
@@ -64,9 +66,11 @@ pub fn to_toml(args: &ConnectArgs) -> Result<String, String> {
         let mut names = Vec::new();
         for (i, hop) in jumps.split(',').enumerate() {
             let (u, h, p) = split_destination(hop.trim())?;
-            let name = format!("jump{}", i + 1);
+            let name = table_name(&h, &format!("jump{}", i + 1));
             let mut t = Table::default();
-            t.set("hostname", quote(&h));
+            if name != h {
+                t.set("hostname", quote(&h));
+            }
             if let Some(u) = u {
                 t.set("user", quote(&u));
             }
@@ -82,16 +86,30 @@ pub fn to_toml(args: &ConnectArgs) -> Result<String, String> {
         let (k, v) = option(o)?;
         dest.set(&k, v);
     }
-    dest.write(&mut hosts, DEST);
+    dest.write(&mut hosts, &dest_name);
 
     let mut out = hosts;
     for spec in &args.local {
         let (listen, connect, public) = split_forward(spec, "-L")?;
-        forward(&mut out, "local", &listen, Some(&connect), public);
+        forward(
+            &mut out,
+            &dest_name,
+            "local",
+            &listen,
+            Some(&connect),
+            public,
+        );
     }
     for spec in &args.remote {
         let (listen, connect, _) = split_forward(spec, "-R")?;
-        forward(&mut out, "remote", &listen, Some(&connect), false);
+        forward(
+            &mut out,
+            &dest_name,
+            "remote",
+            &listen,
+            Some(&connect),
+            false,
+        );
     }
     for spec in &args.dynamic {
         let parts = split_colons(spec);
@@ -100,7 +118,7 @@ pub fn to_toml(args: &ConnectArgs) -> Result<String, String> {
             [bind, port] => (join_bind(bind, port), is_explicit_bind(bind)),
             _ => return Err(format!("-D {spec}: expected [BIND:]PORT")),
         };
-        forward(&mut out, "dynamic", &listen, None, public);
+        forward(&mut out, &dest_name, "dynamic", &listen, None, public);
     }
     Ok(out)
 }
@@ -117,7 +135,7 @@ impl Table {
     }
 
     fn write(&self, out: &mut String, name: &str) {
-        let _ = writeln!(out, "[hosts.{name}]");
+        let _ = writeln!(out, "[hosts.{}]", quote(name));
         for (k, v) in &self.0 {
             let _ = writeln!(out, "{k} = {v}");
         }
@@ -125,10 +143,31 @@ impl Table {
     }
 }
 
-fn forward(out: &mut String, kind: &str, listen: &str, connect: Option<&str>, public: bool) {
+/// The `[hosts.NAME]` name for `host`: the host itself when it can be one (so that ssh_config
+/// `Host` blocks match it, as with ssh), else `fallback` (IPv6 literals).
+fn table_name(host: &str, fallback: &str) -> String {
+    let usable = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if usable {
+        host.to_string()
+    } else {
+        fallback.to_string()
+    }
+}
+
+fn forward(
+    out: &mut String,
+    host: &str,
+    kind: &str,
+    listen: &str,
+    connect: Option<&str>,
+    public: bool,
+) {
     let _ = writeln!(
         out,
-        "[[forward]]\nhost = \"{DEST}\"\ntype = \"{kind}\"\nlisten = {}",
+        "[[forward]]\nhost = \"{host}\"\ntype = \"{kind}\"\nlisten = {}",
         quote(listen)
     );
     if let Some(c) = connect {
@@ -346,7 +385,7 @@ mod tests {
             "StrictHostKeyChecking=accept-new",
             "ops@gw.example.com",
         ]);
-        let h = &c.hosts[DEST];
+        let h = &c.hosts["gw.example.com"];
         assert_eq!(
             (h.hostname.as_str(), h.port, h.user.as_str()),
             ("gw.example.com", 2222, "tunnel")

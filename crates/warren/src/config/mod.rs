@@ -6,6 +6,7 @@ mod diag;
 mod duration;
 mod env;
 mod raw;
+pub mod ssh_config;
 mod validate;
 
 use std::collections::BTreeMap;

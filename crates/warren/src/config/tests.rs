@@ -615,3 +615,68 @@ connect = "1"
     let names: Vec<String> = c.active_hosts().iter().map(|h| h.name.clone()).collect();
     assert_eq!(names, ["bastion", "db"]);
 }
+
+#[test]
+fn ssh_config_fills_what_the_toml_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh,
+        "Host db\n  HostName 10.0.0.5\n  User dbuser\n  Port 2222\n  IdentityFile /keys/db\n  ProxyJump gw\n  ServerAliveInterval 7\n  ServerAliveCountMax 4\n  ConnectTimeout 9\n  StrictHostKeyChecking accept-new\n\
+         Host gw\n  HostName gw.example.com\n  User jump\n\
+         Host legacy\n  StrictHostKeyChecking no\n\
+         Host viacmd\n  ProxyCommand nc -X connect -x proxy:3128 %h %p\n",
+    )
+    .unwrap();
+    let src = format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.db]\n[hosts.pinned]\nhostname = \"db\"\nuser = \"toml-wins\"\n[hosts.viacmd]\n",
+        ssh.display()
+    );
+    let c = ok(&src);
+    let db = &c.hosts["db"];
+    assert_eq!(
+        (db.hostname.as_str(), db.user.as_str(), db.port),
+        ("10.0.0.5", "dbuser", 2222)
+    );
+    assert_eq!(db.identity_files, [PathBuf::from("/keys/db")]);
+    assert_eq!(db.route, Route::Jump(vec!["gw".into()]));
+    assert_eq!(db.keepalive_interval, Duration::from_secs(7));
+    assert_eq!(db.keepalive_count_max, 4);
+    assert_eq!(db.connect_timeout, Duration::from_secs(9));
+    assert_eq!(db.host_key_policy, HostKeyPolicy::AcceptNew);
+    // The ProxyJump alias is a hop resolved through the same file.
+    let gw = &c.hosts["gw"];
+    assert_eq!(
+        (gw.hostname.as_str(), gw.user.as_str()),
+        ("gw.example.com", "jump")
+    );
+    // The TOML always wins; and `hostname = "db"` is not looked up again.
+    assert_eq!(c.hosts["pinned"].user, "toml-wins");
+    assert_eq!(
+        c.hosts["viacmd"].route,
+        Route::ProxyCommand("nc -X connect -x proxy:3128 %h %p".into())
+    );
+
+    let refused = problems(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.legacy]\n",
+        ssh.display()
+    ));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]
+            .starts_with("2:14: `ssh_config`: StrictHostKeyChecking turns host key checking off"),
+        "{refused:?}"
+    );
+    // Set in the TOML, the policy wins and the ssh_config's "no" does not matter.
+    ok(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.legacy]\nhost_key_policy = \"strict\"\n",
+        ssh.display()
+    ));
+
+    std::fs::write(&ssh, "Host x\n  Port many\n").unwrap();
+    let bad = problems(&format!("[daemon]\nssh_config = \"{}\"\n", ssh.display()));
+    assert!(
+        bad[0].contains("`ssh_config`:") && bad[0].contains(":2:"),
+        "{bad:?}"
+    );
+}

@@ -14,6 +14,7 @@ use super::diag::Diagnostic;
 use super::duration::parse_duration;
 use super::env::Env;
 use super::raw::{RawConfig, RawForward, RawHost, SshConfigSetting, Str, StrList, edit_distance};
+use super::ssh_config::{ResolvedHost, SshConfig, StrictHostKeyChecking};
 use super::{Config, DaemonConfig, ForwardConfig, ForwardSpec, HostConfig, HostKeyPolicy, Route};
 
 const DEFAULT_IDENTITY_FILES: &[&str] = &["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"];
@@ -23,6 +24,8 @@ struct Ctx<'a> {
     env: &'a Env,
     base: PathBuf,
     diags: &'a mut Vec<Diagnostic>,
+    /// The OpenSSH client config of `[daemon] ssh_config`, and the span of that key.
+    ssh: Option<(SshConfig, std::ops::Range<usize>)>,
 }
 
 impl Ctx<'_> {
@@ -57,9 +60,24 @@ pub(super) fn validate(
 ) -> Option<Config> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut cx = Ctx { env, base, diags };
+    let mut cx = Ctx {
+        env,
+        base,
+        diags,
+        ssh: None,
+    };
 
     let daemon = daemon(&raw, &mut cx);
+    let mut raw = raw;
+    let ssh_file = daemon.as_ref().and_then(|d| d.ssh_config.clone());
+    if let (Some(file), Some(path)) = (ssh_file, raw.daemon.ssh_config.as_ref().map(Spanned::span))
+    {
+        match SshConfig::load(&file, cx.env.home.as_deref()) {
+            Ok(ssh) => cx.ssh = Some((ssh, path)),
+            Err(e) => cx.err(path, format!("`ssh_config`: {e}")),
+        }
+    }
+    overlay_ssh_config(&mut raw, &mut cx);
     let defaults = raw
         .defaults
         .as_ref()
@@ -197,9 +215,15 @@ fn route(
             hops.push(text.to_string());
             continue;
         }
-        match adhoc_hop(text) {
+        let adhoc = adhoc_hop(text).or_else(|| {
+            // With an ssh_config, a bare word is a Host alias there, as for ssh -J.
+            cx.ssh.as_ref().map(|_| (None, text.to_string(), None))
+        });
+        match adhoc {
             Some((user, hostname, port)) => {
                 let mut raw = defaults.clone();
+                fill_from_ssh_config(&mut raw, text, defaults, cx);
+                let hostname = raw.hostname.take().map_or(hostname, Spanned::into_inner);
                 raw.hostname = Some(Spanned::new(entry.span(), hostname));
                 if let Some(user) = user {
                     raw.user = Some(Spanned::new(entry.span(), user));
@@ -219,6 +243,93 @@ fn route(
         Route::Direct
     } else {
         Route::Jump(hops)
+    }
+}
+
+/// Fills every host setting that neither `[hosts.NAME]` nor `[defaults]` sets from the
+/// matching `Host` blocks of the ssh_config (the TOML always wins). Values found there are
+/// reported at the `ssh_config` key when they are wrong.
+fn overlay_ssh_config(raw: &mut RawConfig, cx: &mut Ctx<'_>) {
+    if cx.ssh.is_none() {
+        return;
+    }
+    let defaults = raw
+        .defaults
+        .as_ref()
+        .map(|d| d.get_ref().clone())
+        .unwrap_or_default();
+    for (name, host) in &mut raw.hosts {
+        let name = name.get_ref().clone();
+        fill_from_ssh_config(host.get_mut(), &name, &defaults, cx);
+    }
+}
+
+fn fill_from_ssh_config(h: &mut RawHost, name: &str, d: &RawHost, cx: &mut Ctx<'_>) {
+    let Some((ssh, span)) = cx.ssh.as_ref() else {
+        return;
+    };
+    let span = span.clone();
+    let r: ResolvedHost = ssh.resolve(name);
+    let s = |v: String| Some(Spanned::new(span.clone(), v));
+    let list = |v: Vec<String>| {
+        Some(Spanned::new(
+            span.clone(),
+            v.into_iter()
+                .map(|x| Spanned::new(span.clone(), x))
+                .collect(),
+        ))
+    };
+    let path_list = |v: &[PathBuf]| list(v.iter().map(|p| p.display().to_string()).collect());
+    if h.hostname.is_none() {
+        h.hostname = r.hostname.clone().and_then(s);
+    }
+    if h.user.is_none() && d.user.is_none() {
+        h.user = r.user.clone().and_then(s);
+    }
+    if h.port.is_none() && d.port.is_none() {
+        h.port = r.port.map(|p| Spanned::new(span.clone(), i64::from(p)));
+    }
+    if h.identity_files.is_none() && d.identity_files.is_none() && !r.identity_files.is_empty() {
+        h.identity_files = path_list(&r.identity_files);
+    }
+    if h.known_hosts.is_none()
+        && d.known_hosts.is_none()
+        && let Some(files) = r.user_known_hosts_files.as_ref().filter(|f| !f.is_empty())
+    {
+        h.known_hosts = path_list(files);
+    }
+    if h.host_key_policy.is_none() && d.host_key_policy.is_none() {
+        match r.strict_host_key_checking {
+            Some(StrictHostKeyChecking::Yes) => h.host_key_policy = s("strict".into()),
+            Some(StrictHostKeyChecking::AcceptNew) => h.host_key_policy = s("accept-new".into()),
+            Some(StrictHostKeyChecking::Off) => cx.err(
+                span.clone(),
+                format!(
+                    "`ssh_config`: StrictHostKeyChecking turns host key checking off for `{name}`; \
+                     warren always verifies host keys: set host_key_policy = \"accept-new\" in [hosts.{name}] instead"
+                ),
+            ),
+            None => {}
+        }
+    }
+    if h.connect_timeout.is_none() && d.connect_timeout.is_none() {
+        h.connect_timeout = r.connect_timeout.map(super::format_duration).and_then(s);
+    }
+    if h.keepalive_interval.is_none() && d.keepalive_interval.is_none() {
+        h.keepalive_interval = r
+            .server_alive_interval
+            .filter(|i| !i.is_zero())
+            .map(super::format_duration)
+            .and_then(s);
+    }
+    if h.keepalive_count_max.is_none() && d.keepalive_count_max.is_none() {
+        h.keepalive_count_max = r
+            .server_alive_count_max
+            .map(|n| Spanned::new(span.clone(), i64::from(n)));
+    }
+    if h.jump.is_none() && h.proxy_command.is_none() {
+        h.jump = r.proxy_jump.clone().and_then(list);
+        h.proxy_command = r.proxy_command.clone().and_then(s);
     }
 }
 

@@ -365,6 +365,8 @@ impl Supervisor {
                         Ended::Requested => {
                             // Asked for, not a failure: no backoff, no error, no warning.
                             info!("reconnecting on request");
+                            // Not "up" with the new count before the new session exists.
+                            self.set_state(HostState::Connecting, None);
                             self.status.send_modify(|s| s.reconnects += 1);
                             continue;
                         }
