@@ -418,6 +418,30 @@ mod tests {
     }
 
     #[test]
+    fn jump_hosts_become_a_chain_of_hosts() {
+        let c = config(&[
+            "-J",
+            "ops@gw.example.com:2222,[fd00::1]:22",
+            "-D",
+            "1080",
+            "db.internal",
+        ]);
+        let db = &c.hosts["db.internal"];
+        assert_eq!(db.hostname, "db.internal");
+        assert_eq!(
+            db.route,
+            crate::config::Route::Jump(vec!["gw.example.com".into(), "jump2".into()])
+        );
+        let gw = &c.hosts["gw.example.com"];
+        assert_eq!((gw.user.as_str(), gw.port), ("ops", 2222));
+        assert_eq!(c.hosts["jump2"].hostname, "fd00::1");
+        assert_eq!(
+            c.daemon.ssh_config,
+            Env::from_process().home.map(|h| h.join(".ssh/config"))
+        );
+    }
+
+    #[test]
     fn explicit_public_bind_is_allowed_like_ssh() {
         let c = config(&["-D", "0.0.0.0:1080", "h.example"]);
         assert_eq!(c.forwards[0].spec.listen_text(), "0.0.0.0:1080");
