@@ -680,3 +680,22 @@ fn ssh_config_fills_what_the_toml_leaves_out() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn a_proxy_jump_loop_in_the_ssh_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh_config");
+    std::fs::write(&ssh, "Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n").unwrap();
+    let p = problems(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.a]\n[hosts.b]\n",
+        ssh.display()
+    ));
+    // Reported at the `ssh_config` key, where the hops came from.
+    assert_eq!(
+        p,
+        [
+            "2:14: `jump` makes a cycle: a -> b -> a",
+            "2:14: `jump` makes a cycle: b -> a -> b"
+        ]
+    );
+}
