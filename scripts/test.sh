@@ -15,6 +15,8 @@ declare -A package_of=(
   [ip]=iproute2
   [nc]=netcat-openbsd
   [curl]=curl
+  [openssl]=openssl
+  [python3]=python3
 )
 missing=()
 for cmd in "${!package_of[@]}"; do

@@ -275,6 +275,41 @@ mod tests {
     }
 
     #[test]
+    fn a_legacy_aes256_pem_key_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("legacy");
+        let status = std::process::Command::new("openssl")
+            .args([
+                "genrsa",
+                "-aes256",
+                "-passout",
+                "pass:secret-pass",
+                "-traditional",
+                "-out",
+            ])
+            .arg(&key)
+            .arg("2048")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = std::fs::read_to_string(&key).unwrap();
+        assert!(text.contains("DEK-Info: AES-256-CBC"), "{text}");
+        let pass_file = dir.path().join("pass");
+        std::fs::write(&pass_file, "secret-pass\n").unwrap();
+        let pass = Secret::read_file(&pass_file).unwrap();
+        // russh reads only AES-128-CBC legacy PEM (russh.md trap 12): the file is named and
+        // refused, with no panic and no passphrase in the message.
+        let err = load_key(&key, Some(&pass), true).unwrap_err();
+        assert!(
+            err.starts_with(&format!("identity file {}:", key.display())),
+            "{err}"
+        );
+        assert!(!err.contains("secret-pass"));
+    }
+
+    #[test]
     fn encrypted_keys_need_the_passphrase_and_never_show_it() {
         let dir = tempfile::tempdir().unwrap();
         let key = keygen(dir.path(), "enc", "s3cret-phrase");
