@@ -1,0 +1,970 @@
+#!/usr/bin/env python3
+"""warren against OpenSSH's `ssh -N` on loopback, in the same run, alternately.
+
+Started by bench/run.sh (which builds target/release/warren and installs what is missing).
+One throwaway sshd (fresh keys in a temp dir) serves every client. Each figure is measured
+`--reps` times, the clients taking turns in rotating order, and reported as the median with
+min and max, with the ratio warren/OpenSSH of the medians.
+
+Figures: throughput (iperf3) through -L both ways and with 8 streams, through -R, an HTTP
+download through -D; new connection + 1-byte echo + close latency (p50/p99) through -L, -R
+and -D; client RSS idle and per idle connection with 1 000 and 10 000 connections held
+through one forward; cold start (launch to first byte echoed); recovery after the server
+session is killed or frozen (warren against autossh -M 0, same keepalive settings).
+
+Only loopback is used, every port is picked by binding port 0, and every process started
+here (and every sshd child serving our clients) is ended on exit, the temp dir removed.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+LOOP = "127.0.0.1"
+AES = "aes128-gcm@openssh.com"
+
+# ---------------------------------------------------------------------------------------
+# helper servers (run as separate processes: `bench.py --echo-server` / `--http-server F`)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (65536, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+            return max(want, soft)
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def echo_server():
+    raise_nofile()
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.t = transport
+
+        def data_received(self, data):
+            self.t.write(data)
+
+        def eof_received(self):
+            return False
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Echo, LOOP, 0, backlog=4096)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        await srv.serve_forever()
+
+    asyncio.run(main())
+
+
+def http_server(path):
+    import http.server
+
+    size = os.path.getsize(path)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.flush()
+            with open(path, "rb") as f:
+                off = 0
+                while off < size:
+                    n = os.sendfile(self.connection.fileno(), f.fileno(), off, size - off)
+                    if n == 0:
+                        break
+                    off += n
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer((LOOP, 0), Handler)
+    print(srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+# ---------------------------------------------------------------------------------------
+# small utilities
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((LOOP, 0))
+        return s.getsockname()[1]
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        d = s.recv(n - len(buf))
+        if not d:
+            raise ConnectionError("closed")
+        buf += d
+    return buf
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def children(pid):
+    out = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            out = [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def descendants(pid):
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        for c in children(p):
+            seen.append(c)
+            todo.append(c)
+    return seen
+
+
+def tcp_table():
+    """Established loopback IPv4 TCP sockets: list of (local port, remote port, inode)."""
+    rows = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            if p[3] != "01":
+                continue
+            rows.append((int(p[1].split(":")[1], 16), int(p[2].split(":")[1], 16), int(p[9])))
+    return rows
+
+
+def socket_inodes(pid):
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def cpu_busy(seconds=1.0):
+    """Share of all CPUs busy over `seconds` (anything running on the machine)."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]
+        return sum(v), idle
+
+    t1, i1 = sample()
+    time.sleep(seconds)
+    t2, i2 = sample()
+    return 1.0 - (i2 - i1) / max(1, t2 - t1)
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[max(0, math.ceil(p / 100 * len(v)) - 1)]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the bench
+
+
+class Failed(Exception):
+    pass
+
+
+class Client:
+    """One tunnel client (warren, ssh or autossh) with its forwards' ports."""
+
+    def __init__(self, kind, proc, ports, log_path):
+        self.kind = kind
+        self.proc = proc
+        self.ports = ports
+        self.log_path = log_path
+
+    @property
+    def pid(self):
+        """The process doing the SSH work (ssh under autossh)."""
+        if self.kind == "autossh":
+            kids = children(self.proc.pid)
+            return kids[0] if kids else None
+        return self.proc.pid
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="warren-bench.")
+        self.procs = []  # everything we started
+        self.user = os.environ.get("USER") or subprocess.run(
+            ["id", "-un"], capture_output=True, text=True).stdout.strip()
+        self.results = {}  # figure -> client -> list of values
+        self.notes = []
+        self.ciphers = {}
+        self.loads = []
+        self.seq = 0
+
+    # -- process management ------------------------------------------------------------
+
+    def spawn(self, cmd, stdout=None, stderr=None, env=None):
+        p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, wait=3.0):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def cleanup(self):
+        for p in list(self.procs):
+            try:
+                self.stop(p, wait=2.0)
+            except Exception:
+                pass
+        # sshd children that served our clients (a frozen one would not exit by itself).
+        for pid in getattr(self, "sshd_kids_seen", set()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- environment ---------------------------------------------------------------------
+
+    def setup(self):
+        nofile = raise_nofile()
+        self.nofile = nofile
+        t = self.tmp
+        for name in ("host_key", "id_ed25519"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{t}/{name}"],
+                           check=True)
+        shutil.copy(f"{t}/id_ed25519.pub", f"{t}/authorized_keys")
+        self.sshd_port = free_port()
+        root_login = "PermitRootLogin prohibit-password\n" if os.geteuid() == 0 else ""
+        # DEBUG1 until the user is known (so the negotiated cipher of every client is
+        # logged), then INFO for the session itself: no per-channel log lines.
+        with open(f"{t}/sshd_config", "w") as f:
+            f.write(f"""Port {self.sshd_port}
+ListenAddress {LOOP}
+HostKey {t}/host_key
+AuthorizedKeysFile {t}/authorized_keys
+PidFile none
+StrictModes no
+UsePAM no
+{root_login}AllowTcpForwarding yes
+MaxStartups 100:30:200
+MaxSessions {self.args.max_sessions}
+LogLevel DEBUG1
+Match all
+    LogLevel INFO
+""")
+        self.sshd_log = f"{t}/sshd.log"
+        self.sshd = self.spawn(["/usr/sbin/sshd", "-D", "-f", f"{t}/sshd_config",
+                                "-E", self.sshd_log])
+        self.sshd_kids_seen = set()
+        with open(f"{t}/host_key.pub") as f:
+            key = " ".join(f.read().split()[:2])
+        with open(f"{t}/known_hosts", "w") as f:
+            f.write(f"[{LOOP}]:{self.sshd_port} {key}\n")
+        # helper servers
+        self.echo = self._helper(["--echo-server"])
+        big = f"{t}/big.bin"
+        with open(big, "wb") as f:
+            f.truncate(self.args.http_mib * 1024 * 1024)  # sparse: no disk, page cache zeros
+        self.http = self._helper(["--http-server", big])
+        self.iperf_port = free_port()
+        self.iperf = self.spawn(["iperf3", "-s", "-B", LOOP, "-p", str(self.iperf_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection((LOOP, self.sshd_port), 1).close()
+                socket.create_connection((LOOP, self.iperf_port), 1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise Failed("sshd or iperf3 did not start: " + self.sshd_text())
+                time.sleep(0.05)
+
+    def _helper(self, extra):
+        p = self.spawn([sys.executable, os.path.abspath(__file__)] + extra,
+                       stdout=subprocess.PIPE)
+        port = int(p.stdout.readline())
+        return port
+
+    def sshd_text(self, offset=0):
+        try:
+            with open(self.sshd_log, errors="replace") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return ""
+
+    def sshd_offset(self):
+        try:
+            return os.path.getsize(self.sshd_log)
+        except OSError:
+            return 0
+
+    # -- clients -------------------------------------------------------------------------
+
+    def start(self, kind, forwards=("L_iperf", "L_echo", "D", "R_iperf", "R_echo"),
+              keepalive=None, reconnect_min=None, ready=True):
+        """Starts a client; `forwards` names what it carries. Returns when every forward
+        works (unless ready=False: then right after launch, for the cold-start figure)."""
+        self.seq += 1
+        n = self.seq
+        ports = {}
+        targets = {"L_iperf": self.iperf_port, "L_echo": self.echo,
+                   "R_iperf": self.iperf_port, "R_echo": self.echo}
+        for fw in forwards:
+            if fw.startswith("L") or fw == "D":
+                ports[fw] = free_port()
+        logp = f"{self.tmp}/{kind}-{n}.log"
+        if kind == "warren":
+            cfg = f"{self.tmp}/warren-{n}.toml"
+            host = [f'hostname = "{LOOP}"', f"port = {self.sshd_port}", f'user = "{self.user}"',
+                    f'identity_files = ["{self.tmp}/id_ed25519"]',
+                    f'known_hosts = ["{self.tmp}/known_hosts"]', "agent = false"]
+            if keepalive:
+                host += [f'keepalive_interval = "{keepalive[0]}s"',
+                         f"keepalive_count_max = {keepalive[1]}"]
+            if reconnect_min:
+                host.append(f'reconnect_min = "{reconnect_min}"')
+            text = (f'[daemon]\ncontrol_socket = "{self.tmp}/warren-{n}.sock"\n'
+                    f'shutdown_grace = "1s"\n\n[hosts.bench]\n' + "\n".join(host) + "\n")
+            for fw in forwards:
+                text += f'\n[[forward]]\nname = "{fw}"\nhost = "bench"\n'
+                if fw.startswith("L"):
+                    text += (f'type = "local"\nlisten = "{LOOP}:{ports[fw]}"\n'
+                             f'connect = "{LOOP}:{targets[fw]}"\n')
+                elif fw == "D":
+                    text += f'type = "dynamic"\nlisten = "{LOOP}:{ports[fw]}"\n'
+                else:
+                    text += (f'type = "remote"\nlisten = "{LOOP}:0"\n'
+                             f'connect = "{LOOP}:{targets[fw]}"\n')
+            with open(cfg, "w") as f:
+                f.write(text)
+            cmd = [self.args.warren, "run", "-c", cfg, "--log-format", "json"]
+            env = None
+        else:
+            cmd = ["autossh", "-M", "0"] if kind == "autossh" else ["ssh"]
+            cmd += ["-N", "-F", "/dev/null", "-p", str(self.sshd_port),
+                    "-i", f"{self.tmp}/id_ed25519", "-o", "IdentitiesOnly=yes",
+                    "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.tmp}/known_hosts",
+                    "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
+                    "-o", "ExitOnForwardFailure=yes", "-o", "UpdateHostKeys=no"]
+            if kind == "ssh-aes":
+                cmd += ["-c", AES]
+            if keepalive:
+                cmd += ["-o", f"ServerAliveInterval={keepalive[0]}",
+                        "-o", f"ServerAliveCountMax={keepalive[1]}"]
+            for fw in forwards:
+                if fw.startswith("L"):
+                    cmd += ["-L", f"{LOOP}:{ports[fw]}:{LOOP}:{targets[fw]}"]
+                elif fw == "D":
+                    cmd += ["-D", f"{LOOP}:{ports[fw]}"]
+                else:
+                    cmd += ["-R", f"{LOOP}:0:{LOOP}:{targets[fw]}"]
+            cmd.append(f"{self.user}@{LOOP}")
+            env = dict(os.environ, AUTOSSH_GATETIME="0") if kind == "autossh" else None
+        logf = open(logp, "w")
+        t0 = time.perf_counter()
+        p = self.spawn(cmd, stdout=logf, stderr=logf, env=env)
+        logf.close()
+        c = Client(kind, p, ports, logp)
+        c.started = t0
+        if ready:
+            self.wait_ready(c, forwards)
+        return c
+
+    def wait_ready(self, c, forwards, timeout=20.0):
+        deadline = time.time() + timeout
+        want_r = [fw for fw in forwards if fw.startswith("R")]
+        targets = {"R_iperf": self.iperf_port, "R_echo": self.echo}
+        while True:
+            if c.proc.poll() is not None and c.kind != "autossh":
+                raise Failed(f"{c.kind} exited: {c.log_text()[-2000:]}")
+            text = c.log_text()
+            for fw in want_r:
+                if fw in c.ports:
+                    continue
+                t = targets[fw]
+                if c.kind == "warren":
+                    for line in text.splitlines():
+                        try:
+                            j = json.loads(line)
+                        except ValueError:
+                            continue
+                        if (j.get("message") == "remote listener up"
+                                and j.get("connect") == f"{LOOP}:{t}"):
+                            c.ports[fw] = int(j["listen"].rsplit(":", 1)[1])
+                else:
+                    m = re.search(rf"Allocated port (\d+) for remote forward to {LOOP}:{t}\b",
+                                  text)
+                    if m:
+                        c.ports[fw] = int(m.group(1))
+            if all(fw in c.ports for fw in want_r):
+                try:
+                    if "L_echo" in c.ports:
+                        echo_once(c.ports["L_echo"], timeout=2)
+                    if "D" in c.ports:
+                        echo_once(c.ports["D"], socks=self.echo, timeout=2)
+                    if "R_echo" in c.ports:
+                        echo_once(c.ports["R_echo"], timeout=2)
+                    return
+                except OSError:
+                    pass
+            if time.time() > deadline:
+                raise Failed(f"{c.kind} not ready: {c.log_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def cipher_of(self, c_start_offset):
+        m = re.search(r"kex: client->server cipher: (\S+)", self.sshd_text(c_start_offset))
+        return m.group(1) if m else "?"
+
+    def server_pids(self, c):
+        """The sshd processes holding the server end of client `c`'s session."""
+        cpid = c.pid
+        mine = socket_inodes(cpid)
+        table = tcp_table()
+        cports = {lp for lp, rp, ino in table if rp == self.sshd_port and ino in mine}
+        server_inodes = {ino for lp, rp, ino in table if lp == self.sshd_port and rp in cports}
+        pids = [p for p in descendants(self.sshd.pid) if socket_inodes(p) & server_inodes]
+        self.sshd_kids_seen.update(pids)
+        return pids
+
+    # -- measurements --------------------------------------------------------------------
+
+    def record(self, fig, client, value):
+        self.results.setdefault(fig, {}).setdefault(client, []).append(value)
+
+    def turns(self, clients, rep):
+        k = rep % len(clients)
+        return clients[k:] + clients[:k]
+
+    def throughput(self):
+        a = self.args
+        kinds = ["warren", "ssh", "ssh-aes"]
+        log("throughput: starting warren, ssh, ssh -c " + AES)
+        cl = {}
+        for k in kinds:
+            off = self.sshd_offset()
+            cl[k] = self.start(k)
+            self.ciphers[k] = self.cipher_of(off)
+        tests = [
+            ("-L 1 stream up, iperf3 (Gbit/s)", "L_iperf", dict()),
+            ("-L 1 stream down, iperf3 -R (Gbit/s)", "L_iperf", dict(reverse=True)),
+            ("-L 8 streams up, iperf3 -P 8 (Gbit/s)", "L_iperf", dict(parallel=8)),
+            ("-R 1 stream, iperf3 (Gbit/s)", "R_iperf", dict()),
+        ]
+        for name, fw, kw in tests:
+            for rep in range(a.reps):
+                for k in self.turns(kinds, rep):
+                    v = iperf(cl[k].ports[fw], a.seconds, **kw)
+                    self.record(name, k, v / 1e9)
+                    log(f"  {name} {k}: {v / 1e9:.2f} Gbit/s")
+        name = f"-D HTTP download of {a.http_mib} MiB, curl (Gbit/s)"
+        for rep in range(a.reps):
+            for k in self.turns(kinds, rep):
+                v = http_get(cl[k].ports["D"], self.http, a.http_mib)
+                self.record(name, k, v / 1e9)
+                log(f"  {name} {k}: {v / 1e9:.2f} Gbit/s")
+        self.cl = cl
+
+    def latency(self):
+        a = self.args
+        kinds = ["warren", "ssh"]
+        cl = getattr(self, "cl", None)
+        if not cl:
+            cl = {}
+            for k in kinds:
+                off = self.sshd_offset()
+                cl[k] = self.start(k)
+                self.ciphers[k] = self.cipher_of(off)
+        for path, fw, socks in (("-L", "L_echo", None), ("-D", "D", self.echo),
+                                ("-R", "R_echo", None)):
+            for rep in range(a.reps):
+                for k in self.turns(kinds, rep):
+                    samples = []
+                    errors = 0
+                    for _ in range(a.iterations):
+                        try:
+                            samples.append(echo_once(cl[k].ports[fw], socks=socks))
+                        except OSError:
+                            errors += 1
+                    if errors:
+                        self.notes.append(f"{k} {path}: {errors} of {a.iterations} "
+                                          "connect+echo attempts failed")
+                    p50, p99 = pct(samples, 50) * 1e6, pct(samples, 99) * 1e6
+                    self.record(f"{path} connect+echo+close p50 (µs)", k, p50)
+                    self.record(f"{path} connect+echo+close p99 (µs)", k, p99)
+                    log(f"  {path} latency {k}: p50 {p50:.0f} µs p99 {p99:.0f} µs")
+
+    def memory(self):
+        a = self.args
+        kinds = ["warren", "ssh"]
+        counts = [1000] if a.quick else [1000, 10000]
+        for n in counts:
+            for rep in range(a.reps):
+                for k in self.turns(kinds, rep):
+                    c = self.start(k, forwards=("L_echo",))
+                    echo_once(c.ports["L_echo"])
+                    time.sleep(1.0)
+                    idle = rss_kib(c.pid)
+                    t0 = time.perf_counter()
+                    held, failed, rss, again_failed, after = asyncio.run(
+                        hold_many(c.ports["L_echo"], n, lambda: rss_kib(c.pid)))
+                    took = time.perf_counter() - t0
+                    per = (rss - idle) / n
+                    if n == counts[0]:
+                        self.record("RSS idle (MiB)", k, idle / 1024)
+                    self.record(f"RSS per idle connection, {n} held (KiB)", k, per)
+                    self.record(f"RSS after closing {n} (MiB)", k, after / 1024)
+                    if failed or again_failed:
+                        self.notes.append(f"{k}: {failed} of {n} connections failed to open, "
+                                          f"{again_failed} failed the second echo")
+                    log(f"  memory {k} n={n}: idle {idle} KiB, with {held} held {rss} KiB "
+                        f"({per:.1f} KiB each), after close {after} KiB; "
+                        f"{failed}+{again_failed} failed; open+echo+hold took {took:.1f} s")
+                    self.stop(c.proc)
+
+    def cold_start(self):
+        a = self.args
+        kinds = ["warren", "ssh"]
+        for rep in range(max(a.reps, 5)):
+            for k in self.turns(kinds, rep):
+                c = self.start(k, forwards=("L_echo",), ready=False)
+                port = c.ports["L_echo"]
+                bound = echoed = None
+                deadline = time.perf_counter() + 20
+                while echoed is None and time.perf_counter() < deadline:
+                    try:
+                        s = socket.create_connection((LOOP, port), 5)
+                    except OSError:
+                        time.sleep(0.0005)
+                        continue
+                    if bound is None:
+                        bound = time.perf_counter() - c.started
+                    try:
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        s.sendall(b"x")
+                        recv_exact(s, 1)
+                        echoed = time.perf_counter() - c.started
+                    except OSError:
+                        pass
+                    finally:
+                        s.close()
+                if echoed is None:
+                    raise Failed(f"cold start {k}: no echo: {c.log_text()[-1000:]}")
+                self.record("start to ingress accepting (ms)", k, bound * 1e3)
+                self.record("start to first byte echoed (ms)", k, echoed * 1e3)
+                log(f"  cold start {k}: bound {bound * 1e3:.1f} ms, echo {echoed * 1e3:.1f} ms")
+                self.stop(c.proc)
+
+    def recovery(self):
+        a = self.args
+        variants = [("warren", None), ("autossh", None)]
+        if a.reconnect_min:
+            variants.insert(1, ("warren", a.reconnect_min))
+        for mode in ("kill", "freeze"):
+            for rep in range(a.reps):
+                for kind, rmin in self.turns(variants, rep):
+                    label = kind if kind == "autossh" else f"warren reconnect_min={rmin or '1s (default)'}"
+                    c = self.start(kind, forwards=("L_echo",), keepalive=(1, 2),
+                                   reconnect_min=rmin)
+                    time.sleep(0.5)
+                    echo_once(c.ports["L_echo"])
+                    pids = self.server_pids(c)
+                    if not pids:
+                        raise Failed(f"recovery: no sshd process found for {kind}")
+                    t0 = time.perf_counter()
+                    for pid in pids:
+                        os.kill(pid, signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
+                    took = asyncio.run(probe_until_echo(c.ports["L_echo"], t0))
+                    for pid in pids:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    fig = ("recovery after the session is killed (s)" if mode == "kill"
+                           else "recovery after the session is frozen (s)")
+                    self.record(fig, label, took)
+                    log(f"  recovery {mode} {label}: {took:.3f} s")
+                    self.stop(c.proc)
+
+    # -- report --------------------------------------------------------------------------
+
+    def report(self, header):
+        out = list(header)
+        out.append("")
+        out.append("| figure | warren | OpenSSH (default cipher) | warren/OpenSSH "
+                   f"| OpenSSH -c {AES} | warren/OpenSSH-aes |")
+        out.append("|---|---|---|---|---|---|")
+
+        def cell(vals, digits):
+            if not vals:
+                return "—"
+            med = statistics.median(vals)
+            if len(vals) == 1:
+                return f"{med:.{digits}f}"
+            return f"{med:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+        def ratio(a, b):
+            if not a or not b:
+                return "—"
+            mb = statistics.median(b)
+            return f"{statistics.median(a) / mb:.2f}" if mb else "—"
+
+        for fig, per in self.results.items():
+            unit = fig.rsplit("(", 1)[-1].rstrip(")")
+            digits = {"Gbit/s": 2, "µs": 0, "ms": 1, "KiB": 1, "MiB": 2, "s": 3}.get(unit, 2)
+            if "recovery" in fig:
+                for wk in [k for k in per if k.startswith("warren")]:
+                    out.append(f"| {fig}: {wk} vs autossh -M 0 | {cell(per[wk], digits)} | "
+                               f"{cell(per.get('autossh'), digits)} | "
+                               f"{ratio(per[wk], per.get('autossh'))} | — | — |")
+                continue
+            out.append(f"| {fig} | {cell(per.get('warren'), digits)} | "
+                       f"{cell(per.get('ssh'), digits)} | "
+                       f"{ratio(per.get('warren'), per.get('ssh'))} | "
+                       f"{cell(per.get('ssh-aes'), digits)} | "
+                       f"{ratio(per.get('warren'), per.get('ssh-aes'))} |")
+        if self.notes:
+            out.append("")
+            out.extend(f"- note: {n}" for n in self.notes)
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------
+# measurement primitives
+
+
+def echo_once(port, socks=None, timeout=5.0):
+    """New connection, (SOCKS5 CONNECT to the echo server), 1 byte echoed, close: seconds."""
+    t0 = time.perf_counter()
+    s = socket.create_connection((LOOP, port), timeout)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if socks:
+            s.sendall(b"\x05\x01\x00")
+            if recv_exact(s, 2) != b"\x05\x00":
+                raise ConnectionError("socks method refused")
+            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(LOOP) + socks.to_bytes(2, "big"))
+            r = recv_exact(s, 10)
+            if r[1] != 0:
+                raise ConnectionError(f"socks reply {r[1]}")
+        s.sendall(b"x")
+        if recv_exact(s, 1) != b"x":
+            raise ConnectionError("bad echo")
+    finally:
+        s.close()
+    return time.perf_counter() - t0
+
+
+def iperf(port, seconds, reverse=False, parallel=1):
+    cmd = ["iperf3", "-c", LOOP, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"]
+    if reverse:
+        cmd.append("-R")
+    if parallel > 1:
+        cmd += ["-P", str(parallel)]
+    for attempt in range(3):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        try:
+            j = json.loads(r.stdout)
+            if "error" not in j:
+                return j["end"]["sum_received"]["bits_per_second"]
+            err = j["error"]
+        except ValueError:
+            err = r.stdout[-300:] + r.stderr[-300:]
+        log(f"  iperf3 failed ({err}); retrying")
+        time.sleep(1)
+    raise Failed(f"iperf3 through port {port} failed: {err}")
+
+
+def http_get(socks_port, http_port, mib):
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--socks5-hostname",
+                        f"{LOOP}:{socks_port}", f"http://{LOOP}:{http_port}/big.bin",
+                        "-w", "%{size_download} %{time_total} %{time_starttransfer}"],
+                       capture_output=True, text=True, timeout=300)
+    size, total, first = r.stdout.split()
+    if int(size) != mib * 1024 * 1024:
+        raise Failed(f"HTTP download got {size} bytes: {r.stderr}")
+    return int(size) * 8 / (float(total) - float(first))
+
+
+async def hold_many(port, n, rss, concurrency=64):
+    """Opens n connections through `port` (each echoes one byte), holds them, reads `rss()`,
+    echoes once more on every one, closes them all and reads `rss()` again."""
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one():
+        async with sem:
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(s, (LOOP, port)), 30)
+                await loop.sock_sendall(s, b"x")
+                d = await asyncio.wait_for(loop.sock_recv(s, 1), 30)
+                if d != b"x":
+                    raise ConnectionError("no echo")
+                return s
+            except BaseException:
+                s.close()
+                raise
+
+    got = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    socks = [s for s in got if isinstance(s, socket.socket)]
+    failed = n - len(socks)
+    await asyncio.sleep(1.0)
+    rss_held = rss()
+
+    async def again(s):
+        async with sem:
+            await loop.sock_sendall(s, b"y")
+            d = await asyncio.wait_for(loop.sock_recv(s, 1), 30)
+            if d != b"y":
+                raise ConnectionError("no echo")
+
+    res = await asyncio.gather(*(again(s) for s in socks), return_exceptions=True)
+    again_failed = sum(1 for r in res if isinstance(r, BaseException))
+    for s in socks:
+        s.close()
+    await asyncio.sleep(2.0)
+    return len(socks), failed, rss_held, again_failed, rss()
+
+
+async def probe_until_echo(port, t0, every=0.02, limit=60.0):
+    """Starts a new connection+echo attempt every `every` s; the time from t0 to the first
+    echo."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    async def attempt():
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            await loop.sock_connect(s, (LOOP, port))
+            await loop.sock_sendall(s, b"x")
+            d = await asyncio.wait_for(loop.sock_recv(s, 1), 20)
+            if d == b"x" and not done.done():
+                done.set_result(time.perf_counter() - t0)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            s.close()
+
+    tasks = []
+    while not done.done():
+        if time.perf_counter() - t0 > limit:
+            raise Failed(f"no echo through port {port} within {limit} s")
+        tasks.append(asyncio.ensure_future(attempt()))
+        try:
+            await asyncio.wait_for(asyncio.shield(done), every)
+        except asyncio.TimeoutError:
+            pass
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return done.result()
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def version(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine():
+    model, flags = "?", ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    aes = "yes" if re.search(r"\baes\b", flags) else "no"
+    return f"{os.cpu_count()} CPUs, {model}, AES instructions: {aes}, Linux {platform.release()}"
+
+
+def quiet_enough(max_load, max_busy, wait):
+    """Waits (up to `wait` s) until the machine is quiet: the 1-minute load under `max_load`
+    and the CPUs less than `max_busy` busy over a 1 s sample (the load average lags and
+    counts sleeping D-state tasks, so a busy-but-idle machine passes on the CPU sample
+    alone). Returns a line describing the load when measuring starts."""
+    t0 = time.time()
+    while True:
+        la = loadavg()
+        busy = cpu_busy(1.0)
+        if busy < max_busy and (la <= max_load or busy < max_busy / 2):
+            return f"before start: load {la:.2f} (1 min), CPUs {busy * 100:.0f}% busy"
+        if time.time() - t0 >= wait:
+            msg = (f"WARNING: machine busy before start: load {la:.2f} (1 min), CPUs "
+                   f"{busy * 100:.0f}% busy; figures will be noisy")
+            log(msg)
+            return msg
+        log(f"load {la:.2f}, CPUs {busy * 100:.0f}% busy: waiting for a quieter machine")
+        time.sleep(5)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--warren", default="target/release/warren")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 repetition, 2 s iperf3 runs, 200 latency iterations, "
+                         "1 000 connections only")
+    ap.add_argument("--reps", type=int, help="repetitions of each figure (default 3)")
+    ap.add_argument("--seconds", type=int, help="iperf3 duration (default 5)")
+    ap.add_argument("--iterations", type=int,
+                    help="connect+echo iterations per latency figure (default 1000)")
+    ap.add_argument("--http-mib", type=int, help="size of the HTTP download (default 2048)")
+    ap.add_argument("--only", default="throughput,latency,memory,cold,recovery",
+                    help="comma-separated figure groups to run")
+    ap.add_argument("--reconnect-min", default="100ms",
+                    help="also measure warren's recovery with this reconnect_min "
+                         "('' to skip; the default 1s is always measured)")
+    ap.add_argument("--max-load", type=float, default=0.5,
+                    help="1-minute load average under which to start (default 0.5)")
+    ap.add_argument("--max-busy", type=float, default=0.2,
+                    help="share of CPU time used by others under which to start (default 0.2)")
+    ap.add_argument("--wait-load", type=float, default=60.0,
+                    help="seconds to wait for the load to drop before starting anyway")
+    ap.add_argument("--max-sessions", type=int, default=20000)
+    ap.add_argument("--out", help="also write the report to this file")
+    ap.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--http-server", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.echo_server:
+        return echo_server()
+    if a.http_server:
+        return http_server(a.http_server)
+    a.reps = a.reps or (1 if a.quick else 3)
+    a.seconds = a.seconds or (2 if a.quick else 5)
+    a.iterations = a.iterations or (200 if a.quick else 1000)
+    a.http_mib = a.http_mib or (512 if a.quick else 2048)
+    a.warren = os.path.abspath(a.warren)
+    groups = [g.strip() for g in a.only.split(",") if g.strip()]
+
+    def on_signal(sig, frame):
+        raise SystemExit(128 + sig)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    b = Bench(a)
+    try:
+        load_line = quiet_enough(a.max_load, a.max_busy, a.wait_load)
+        b.setup()
+        started = time.time()
+        for g in groups:
+            busy = cpu_busy(1.0)
+            log(f"== {g} (load {loadavg():.2f}, CPUs {busy * 100:.0f}% busy)")
+            if busy > a.max_busy:
+                log(f"WARNING: CPUs {busy * 100:.0f}% busy before {g}: noisy figures")
+            b.loads.append((g, loadavg(), busy))
+            {"throughput": b.throughput, "latency": b.latency, "memory": b.memory,
+             "cold": b.cold_start, "recovery": b.recovery}[g]()
+        header = [
+            f"command: bench/run.sh {' '.join(sys.argv[1:])}".rstrip(),
+            f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, took {time.time() - started:.0f} s",
+            f"machine: {machine()}",
+            f"versions: {version(['ssh', '-V'])}; {version([a.warren, '--version'])}; "
+            f"{version(['iperf3', '--version'])}; {version(['autossh', '-V'])}; "
+            f"{version(['curl', '--version'])[:40]}",
+            "negotiated ciphers (sshd log, kex: client->server cipher): "
+            + (", ".join(f"{k} {v}" for k, v in b.ciphers.items()) or "not measured"),
+            f"repetitions: {a.reps} (median, then min–max), iperf3 {a.seconds} s each, "
+            f"latency {a.iterations} iterations each; clients take turns in rotating order",
+            load_line + "; before each group (load, CPUs busy while idle): "
+            + ", ".join(f"{g} {la:.2f} {bz * 100:.0f}%" for g, la, bz in b.loads)
+            + f"; load at end {loadavg():.2f}",
+            f"RLIMIT_NOFILE {b.nofile}; sshd MaxSessions {a.max_sessions}; "
+            "recovery with keepalive 1 s x 2 (warren keepalive_interval/keepalive_count_max, "
+            "ssh ServerAliveInterval/ServerAliveCountMax), autossh -M 0 AUTOSSH_GATETIME=0",
+        ]
+        text = b.report(header)
+        print(text)
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(text + "\n")
+    except Failed as e:
+        log(f"FAILED: {e}")
+        return 1
+    finally:
+        b.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
