@@ -16,6 +16,7 @@ mod lifecycle;
 mod liveness;
 mod local_forward;
 mod netns;
+mod reload;
 mod remote_forward;
 mod socks;
 mod status;

@@ -98,6 +98,28 @@ impl TestDaemon {
         })
     }
 
+    /// Writes `toml` over the configuration file and reloads it, adopting `listeners` for
+    /// added TCP ingresses; the plan applied. A file that does not validate is an error and
+    /// changes nothing.
+    #[allow(dead_code)] // Used by the reload tests only.
+    pub async fn reload(
+        &mut self,
+        toml: &str,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> anyhow::Result<warren::config::Plan> {
+        std::fs::write(&self.path, toml)?;
+        let config = Config::load_with(&self.path, &Env::from_process())
+            .map_err(|e| anyhow!("config rejected:\n{e}\n---\n{toml}"))?;
+        let inherited: HashMap<SocketAddr, std::net::TcpListener> = listeners
+            .into_iter()
+            .map(|l| (l.local_addr().expect("addr"), l))
+            .collect();
+        let daemon = self.daemon.as_mut().expect("daemon running");
+        let plan = daemon.reload_with(config.clone(), inherited).await;
+        self.config = config;
+        Ok(plan)
+    }
+
     /// The running daemon.
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("daemon running")

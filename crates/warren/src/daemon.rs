@@ -6,14 +6,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::{BindAddr, Config, ForwardSpec};
+use crate::config::{BindAddr, Config, ForwardConfig, ForwardSpec, Plan};
+use crate::control::ControlState;
 use crate::forward::listener::Listener;
-use crate::forward::{ForwardRuntime, dynamic, local, remote};
-use crate::session::{HostHandle, spawn_hosts};
+use crate::forward::{ForwardRuntime, ForwardState, dynamic, local, remote};
+use crate::session::{Backoff, HostHandle, Supervisors};
+
+/// How long a stopped forward's accept loop may take to release its ingress.
+const FORWARD_STOP_LIMIT: Duration = Duration::from_secs(5);
+/// Retry delays of an ingress that a reload added and that could not be bound.
+const REBIND_MIN: Duration = Duration::from_secs(1);
+const REBIND_MAX: Duration = Duration::from_secs(30);
 
 /// Start-up failures that stop the daemon before it is ready.
 #[derive(Debug, thiserror::Error)]
@@ -32,13 +41,37 @@ pub enum StartError {
 
 /// A running daemon.
 pub struct Daemon {
+    config: Config,
     root: CancellationToken,
     stop_accepting: CancellationToken,
     cut: CancellationToken,
     tasks: TaskTracker,
     connections: TaskTracker,
+    supervisors: Supervisors,
     hosts: BTreeMap<String, HostHandle>,
     forwards: Vec<ForwardRuntime>,
+    running: HashMap<String, Running>,
+    published: watch::Sender<ControlState>,
+}
+
+/// What stops one forward alone.
+struct Running {
+    /// Stop accepting (cancel the remote listener).
+    stop: CancellationToken,
+    /// Close its open connections.
+    cut: CancellationToken,
+    /// Its accept loop (or remote-forward task); its end releases the ingress.
+    task: JoinHandle<()>,
+}
+
+/// The ingress of a forward being started.
+enum Ingress {
+    /// Bound already.
+    Bound(Listener),
+    /// Not bound (a forward added by a reload): why, and retried until it binds.
+    Retry(BindAddr, String),
+    /// None here (a remote forward).
+    None,
 }
 
 impl Daemon {
@@ -53,19 +86,10 @@ impl Daemon {
         config: &Config,
         mut inherited: HashMap<SocketAddr, std::net::TcpListener>,
     ) -> Result<Self, StartError> {
-        let root = CancellationToken::new();
-        let stop_accepting = root.child_token();
-        let cut = root.child_token();
-        let tasks = TaskTracker::new();
-        let connections = TaskTracker::new();
-
         // Bind first: a failure must leave nothing running.
-        let mut bound = Vec::new();
+        let mut bound = HashMap::new();
         for f in &config.forwards {
-            let addr = match &f.spec {
-                ForwardSpec::Local { listen, .. } | ForwardSpec::Dynamic { listen } => listen,
-                ForwardSpec::Remote { .. } => continue,
-            };
+            let Some(addr) = ingress_of(f) else { continue };
             let adopt = match addr {
                 BindAddr::Tcp(a) => inherited.remove(a),
                 BindAddr::Unix(_) => None,
@@ -75,73 +99,189 @@ impl Daemon {
                 addr: addr.clone(),
                 source,
             })?;
-            bound.push((f.name.clone(), listener));
+            bound.insert(f.name.clone(), listener);
         }
 
-        let hosts: BTreeMap<String, HostHandle> = spawn_hosts(config, &tasks, &root);
-
-        let mut listeners: HashMap<String, Listener> = bound.into_iter().collect();
-        let mut forwards = Vec::new();
-        for f in &config.forwards {
-            let listener = listeners.remove(&f.name);
-            let runtime = ForwardRuntime::new(
-                f.clone(),
-                listener.as_ref().and_then(|l| l.local_addr().ok()),
-            );
-            let Some(host) = hosts.get(&f.host).cloned() else {
-                continue;
-            };
-            let span = info_span!("forward", forward = %f.name);
-            match (&f.spec, listener) {
-                (ForwardSpec::Local { connect, .. }, Some(listener)) => {
-                    info!(forward = %f.name, listen = %runtime.bound.as_ref().map_or(String::new(), ToString::to_string), connect = %connect, "listening");
-                    let serve = local::Serve {
-                        forward: runtime.clone(),
-                        listener,
-                        host,
-                        stop_accepting: stop_accepting.clone(),
-                        cut: cut.clone(),
-                        connections: connections.clone(),
-                    };
-                    tasks.spawn(local::serve(serve, connect.clone()).instrument(span));
-                }
-                (ForwardSpec::Dynamic { .. }, Some(listener)) => {
-                    info!(forward = %f.name, listen = %runtime.bound.as_ref().map_or(String::new(), ToString::to_string), "socks listening");
-                    let serve = local::Serve {
-                        forward: runtime.clone(),
-                        listener,
-                        host,
-                        stop_accepting: stop_accepting.clone(),
-                        cut: cut.clone(),
-                        connections: connections.clone(),
-                    };
-                    tasks.spawn(dynamic::serve(serve).instrument(span));
-                }
-                (ForwardSpec::Remote { listen, connect }, _) => {
-                    let serve = remote::Serve {
-                        forward: runtime.clone(),
-                        listen: listen.clone(),
-                        egress: connect.clone(),
-                        host,
-                        stop: stop_accepting.clone(),
-                        cut: cut.clone(),
-                        connections: connections.clone(),
-                    };
-                    tasks.spawn(remote::serve(serve).instrument(span));
-                }
-                (_, None) => {}
-            }
-            forwards.push(runtime);
-        }
-        Ok(Self {
+        let root = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let supervisors = Supervisors::start(config, &tasks, &root).await;
+        let (published, _) = watch::channel(ControlState::default());
+        let mut daemon = Self {
+            config: config.clone(),
+            stop_accepting: root.child_token(),
+            cut: root.child_token(),
             root,
-            stop_accepting,
-            cut,
             tasks,
-            connections,
-            hosts,
-            forwards,
-        })
+            connections: TaskTracker::new(),
+            hosts: supervisors.by_name(),
+            supervisors,
+            forwards: Vec::new(),
+            running: HashMap::new(),
+            published,
+        };
+        for f in &config.forwards {
+            let ingress = bound.remove(&f.name).map_or(Ingress::None, Ingress::Bound);
+            daemon.start_forward(f, ingress);
+        }
+        daemon.publish();
+        Ok(daemon)
+    }
+
+    /// Applies a new, valid configuration by difference (SPEC section 3, reload): forwards
+    /// removed or changed stop and close their connections, forwards added or changed
+    /// start, hosts whose settings changed reconnect, hosts no longer needed disconnect;
+    /// everything else — sessions, ingresses, open connections — is left alone. An added
+    /// ingress that cannot be bound is reported in status and retried; it stops nothing.
+    pub async fn reload(&mut self, new: Config) -> Plan {
+        self.reload_with(new, HashMap::new()).await
+    }
+
+    /// Like [`Daemon::reload`], adopting already-bound TCP listeners for added ingresses.
+    pub async fn reload_with(
+        &mut self,
+        new: Config,
+        mut inherited: HashMap<SocketAddr, std::net::TcpListener>,
+    ) -> Plan {
+        let plan = crate::config::diff(&self.config, &new);
+        // Stop first, so that an ingress or server address moving between forwards is free
+        // before it is bound again.
+        for name in plan.forwards_removed.iter().chain(&plan.forwards_changed) {
+            self.stop_forward(name).await;
+        }
+        self.forwards.retain(|f| {
+            !plan.forwards_removed.contains(&f.config.name)
+                && !plan.forwards_changed.contains(&f.config.name)
+        });
+        self.supervisors.update(&new, &self.tasks, &self.root).await;
+        self.hosts = self.supervisors.by_name();
+        for f in &new.forwards {
+            if !plan.forwards_added.contains(&f.name) && !plan.forwards_changed.contains(&f.name) {
+                continue;
+            }
+            let ingress = match ingress_of(f) {
+                None => Ingress::None,
+                Some(addr) => {
+                    let adopt = match addr {
+                        BindAddr::Tcp(a) => inherited.remove(a),
+                        BindAddr::Unix(_) => None,
+                    };
+                    match Listener::bind(addr, adopt) {
+                        Ok(l) => Ingress::Bound(l),
+                        Err(e) => {
+                            Ingress::Retry(addr.clone(), format!("cannot listen on {addr}: {e}"))
+                        }
+                    }
+                }
+            };
+            self.start_forward(f, ingress);
+        }
+        // Status lists forwards in file order.
+        let order: HashMap<&str, usize> = new
+            .forwards
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        self.forwards.sort_by_key(|f| {
+            order
+                .get(f.config.name.as_str())
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
+        self.config = new;
+        self.publish();
+        plan
+    }
+
+    /// The configuration running now.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the control socket reports on, updated on every reload.
+    pub fn watch_control_state(&self) -> watch::Receiver<ControlState> {
+        self.published.subscribe()
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(self.control_state());
+    }
+
+    /// Starts forward `f` on its host's supervisor.
+    fn start_forward(&mut self, f: &ForwardConfig, ingress: Ingress) {
+        let Some(host) = self.hosts.get(&f.host).cloned() else {
+            return;
+        };
+        let bound = match &ingress {
+            Ingress::Bound(l) => l.local_addr().ok(),
+            _ => None,
+        };
+        let runtime = ForwardRuntime::new(f.clone(), bound);
+        let stop = self.stop_accepting.child_token();
+        let cut = self.cut.child_token();
+        let span = info_span!("forward", forward = %f.name);
+        let task = match (&f.spec, ingress) {
+            (ForwardSpec::Remote { listen, connect }, _) => {
+                let serve = remote::Serve {
+                    forward: runtime.clone(),
+                    listen: listen.clone(),
+                    egress: connect.clone(),
+                    host,
+                    stop: stop.clone(),
+                    cut: cut.clone(),
+                    connections: self.connections.clone(),
+                };
+                self.tasks.spawn(remote::serve(serve).instrument(span))
+            }
+            (_, Ingress::None) => return,
+            (_, Ingress::Bound(listener)) => {
+                let serve = local::Serve {
+                    forward: runtime.clone(),
+                    listener,
+                    host,
+                    stop_accepting: stop.clone(),
+                    cut: cut.clone(),
+                    connections: self.connections.clone(),
+                };
+                self.tasks.spawn(serve_ingress(serve).instrument(span))
+            }
+            (_, Ingress::Retry(addr, error)) => {
+                warn!(forward = %f.name, error = %error, "forward failed; retrying");
+                runtime.set_status(|st| {
+                    st.state = ForwardState::Failed;
+                    st.last_error = Some(error);
+                });
+                let retry = Rebind {
+                    addr,
+                    forward: runtime.clone(),
+                    host,
+                    stop: stop.clone(),
+                    cut: cut.clone(),
+                    connections: self.connections.clone(),
+                };
+                self.tasks.spawn(retry.run().instrument(span))
+            }
+        };
+        self.forwards.push(runtime);
+        self.running
+            .insert(f.name.clone(), Running { stop, cut, task });
+    }
+
+    /// Stops forward `name`: its ingress closes (its remote listener is cancelled) and its
+    /// open connections are closed.
+    async fn stop_forward(&mut self, name: &str) {
+        let Some(r) = self.running.remove(name) else {
+            return;
+        };
+        r.stop.cancel();
+        r.cut.cancel();
+        if tokio::time::timeout(FORWARD_STOP_LIMIT, r.task)
+            .await
+            .is_err()
+        {
+            warn!(forward = %name, "the forward did not stop in time");
+        }
+        info!(forward = %name, "forward stopped");
     }
 
     /// The forwards, with their bound addresses and counters.
@@ -154,9 +294,9 @@ impl Daemon {
         self.hosts.get(name)
     }
 
-    /// What the control socket reports on.
-    pub fn control_state(&self) -> crate::control::ControlState {
-        crate::control::ControlState {
+    /// What the control socket reports on now.
+    pub fn control_state(&self) -> ControlState {
+        ControlState {
             hosts: self.hosts.clone(),
             forwards: self.forwards.clone(),
         }
@@ -200,5 +340,77 @@ impl Daemon {
         {
             warn!("some tasks did not stop in time");
         }
+    }
+}
+
+/// The ingress on this machine of a local or dynamic forward.
+fn ingress_of(f: &ForwardConfig) -> Option<&BindAddr> {
+    match &f.spec {
+        ForwardSpec::Local { listen, .. } | ForwardSpec::Dynamic { listen } => Some(listen),
+        ForwardSpec::Remote { .. } => None,
+    }
+}
+
+/// Serves a bound local or dynamic ingress until its forward stops.
+async fn serve_ingress(serve: local::Serve) {
+    let listen = serve.forward.bound.as_ref().map_or_else(
+        || serve.forward.config.spec.listen_text(),
+        ToString::to_string,
+    );
+    match serve.forward.config.spec.clone() {
+        ForwardSpec::Local { connect, .. } => {
+            info!(listen = %listen, connect = %connect, "listening");
+            local::serve(serve, connect).await;
+        }
+        ForwardSpec::Dynamic { .. } => {
+            info!(listen = %listen, "socks listening");
+            dynamic::serve(serve).await;
+        }
+        ForwardSpec::Remote { .. } => {}
+    }
+}
+
+/// A forward added by a reload whose ingress could not be bound: failed in status, and
+/// bound again with backoff until it works or the forward stops.
+struct Rebind {
+    addr: BindAddr,
+    forward: ForwardRuntime,
+    host: HostHandle,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Rebind {
+    async fn run(self) {
+        let mut backoff = Backoff::new(REBIND_MIN, REBIND_MAX);
+        let listener = loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            match Listener::bind(&self.addr, None) {
+                Ok(l) => break l,
+                Err(e) => {
+                    let msg = format!("cannot listen on {}: {e}", self.addr);
+                    debug!(error = %msg, "ingress still unavailable");
+                    self.forward.set_status(|st| st.last_error = Some(msg));
+                }
+            }
+        };
+        info!(listen = %self.addr, "ingress bound after all");
+        self.forward.set_status(|st| {
+            st.state = ForwardState::Waiting;
+            st.last_error = None;
+        });
+        let serve = local::Serve {
+            forward: self.forward,
+            listener,
+            host: self.host,
+            stop_accepting: self.stop,
+            cut: self.cut,
+            connections: self.connections,
+        };
+        serve_ingress(serve).await;
     }
 }

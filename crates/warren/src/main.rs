@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use warren::cli::{Cli, Command, exit};
+use warren::cli::{Cli, Command};
 use warren::config::Env;
 
 fn main() -> ExitCode {
@@ -24,9 +24,8 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             warren::commands::status(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }
-        Command::Reload(_) => {
-            eprintln!("warren reload: not built yet; restart the daemon to apply a new file");
-            exit::FAILURE
+        Command::Reload(args) => {
+            warren::commands::reload(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }
     };
     ExitCode::from(code)

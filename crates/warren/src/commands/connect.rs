@@ -31,7 +31,7 @@ pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
             return exit::USAGE;
         }
     };
-    super::run::serve_blocking(config, false)
+    super::run::serve_blocking(config, None)
 }
 
 /// Translates the command line into configuration text.

@@ -2,11 +2,13 @@
 
 mod check;
 mod connect;
+mod reload;
 mod run;
 mod status;
 
 pub use check::check;
 pub use connect::{connect, to_toml as connect_config};
+pub use reload::reload;
 pub use run::run;
 pub use status::status;
 

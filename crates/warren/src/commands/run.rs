@@ -1,13 +1,15 @@
-//! `warren run`: the daemon in the foreground until SIGTERM or SIGINT.
+//! `warren run`: the daemon in the foreground until SIGTERM or SIGINT; SIGHUP and
+//! `warren reload` re-read the file and apply the difference.
 
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cli::{RunArgs, exit};
 use crate::config::{Config, Env};
-use crate::control::ControlSocket;
+use crate::control::{ControlSocket, ReloadOutcome};
 use crate::daemon::Daemon;
 use tokio_util::sync::CancellationToken;
 
@@ -25,12 +27,13 @@ pub fn run(args: &RunArgs, env: &Env) -> u8 {
             return exit::CONFIG;
         }
     };
-    serve_blocking(config, true)
+    serve_blocking(config, Some(env.clone()))
 }
 
 /// Runs the daemon for `config` on a new runtime until a stop signal; the exit code.
-/// `control`: whether to answer on the control socket (ad-hoc `connect` does not).
-pub fn serve_blocking(config: Config, control: bool) -> u8 {
+/// `file_env`: for a daemon run from a file, the environment to re-read it in on reload; it
+/// also answers on the control socket. Ad-hoc `connect` has neither.
+pub fn serve_blocking(config: Config, file_env: Option<Env>) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,10 +44,10 @@ pub fn serve_blocking(config: Config, control: bool) -> u8 {
             return exit::FAILURE;
         }
     };
-    runtime.block_on(serve(config, control))
+    runtime.block_on(serve(config, file_env))
 }
 
-async fn serve(config: Config, with_control: bool) -> u8 {
+async fn serve(config: Config, file_env: Option<Env>) -> u8 {
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -64,9 +67,11 @@ async fn serve(config: Config, with_control: bool) -> u8 {
             return exit::FAILURE;
         }
     };
-    let socket_path = &config.daemon.control_socket;
-    let control = match with_control
-        .then(|| ControlSocket::bind(socket_path))
+    let mut daemon = daemon;
+    let socket_path = config.daemon.control_socket.clone();
+    let control = match file_env
+        .is_some()
+        .then(|| ControlSocket::bind(&socket_path))
         .transpose()
     {
         Ok(c) => c,
@@ -82,8 +87,14 @@ async fn serve(config: Config, with_control: bool) -> u8 {
         }
     };
     let stop_control = CancellationToken::new();
-    let control_task =
-        control.map(|c| tokio::spawn(c.serve(daemon.control_state(), stop_control.clone())));
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let control_task = control.map(|c| {
+        tokio::spawn(c.serve(
+            daemon.watch_control_state(),
+            Some(reload_tx),
+            stop_control.clone(),
+        ))
+    });
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(
         config = %config.path.display(),
@@ -105,7 +116,14 @@ async fn serve(config: Config, with_control: bool) -> u8 {
         tokio::select! {
             _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break }
             _ = int.recv() => { info!(signal = "SIGINT", "stopping"); break }
-            _ = hup.recv() => warn!("reload is not supported by this build yet; keeping the running configuration"),
+            _ = hup.recv() => {
+                info!(signal = "SIGHUP", "reloading");
+                let _ = reload(&mut daemon, file_env.as_ref()).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                info!("reloading on request");
+                let _ = reply.send(reload(&mut daemon, file_env.as_ref()).await);
+            }
             _ = ticks.tick() => {
                 if let Some(every) = watchdog
                     && last_watchdog.elapsed() >= every
@@ -126,9 +144,45 @@ async fn serve(config: Config, with_control: bool) -> u8 {
     if let Some(task) = control_task {
         let _ = task.await;
     }
-    daemon.shutdown(config.daemon.shutdown_grace).await;
+    let grace = daemon.config().daemon.shutdown_grace;
+    daemon.shutdown(grace).await;
     info!("stopped");
     exit::OK
+}
+
+/// Re-reads the running file and applies the difference (SPEC section 3, reload), between
+/// `RELOADING=1` and `READY=1`. A file that does not validate changes nothing.
+async fn reload(daemon: &mut Daemon, env: Option<&Env>) -> ReloadOutcome {
+    let Some(env) = env else {
+        warn!("nothing to reload: this daemon runs from the command line, not a file");
+        return Err(vec![
+            "this daemon runs from the command line, not a file".into(),
+        ]);
+    };
+    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    let _ = sd_notify::notify(false, &reloading);
+    let path = daemon.config().path.clone();
+    let outcome = match Config::load_with(&path, env) {
+        Err(e) => {
+            let problems = e.lines();
+            for p in &problems {
+                warn!(problem = %p, "reload");
+            }
+            error!(config = %path.display(), problems = problems.len(), "new configuration rejected; the running one is kept");
+            Err(problems)
+        }
+        Ok(new) => {
+            let plan = daemon.reload(new).await;
+            for change in plan.lines() {
+                info!(change = %change, "reload");
+            }
+            info!(config = %path.display(), "reloaded");
+            Ok(plan.lines())
+        }
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    outcome
 }
 
 /// `3/3 hosts up, 7/7 forwards ready`, as SPEC section 3 shows it.

@@ -3,6 +3,7 @@
 
 mod address;
 mod diag;
+mod diff;
 mod duration;
 mod env;
 mod raw;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use address::{BindAddr, Endpoint};
 pub use diag::{ConfigError, Diagnostic, Problem, line_column};
+pub use diff::{Plan, diff};
 pub use duration::{format_duration, parse_duration};
 pub use env::Env;
 

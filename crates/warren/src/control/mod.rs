@@ -1,5 +1,10 @@
 //! The control socket: a Unix socket (mode 0600) where `warren status` asks a running daemon
-//! for its state. One JSON request line of at most 4 KiB, read within 5 s; one JSON answer.
+//! for its state and `warren reload` has it re-read its file. One JSON request line of at
+//! most 4 KiB, read within 5 s; one JSON answer line.
+//!
+//! Requests: `{"request":"status"}`, `{"request":"reload"}`,
+//! `{"request":"reconnect","host":NAME}`. Answers carry `"ok"`; a refusal has `"error"` (and,
+//! for a rejected reload, `"problems"`: one line per problem of the new file).
 
 pub mod status;
 
@@ -12,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -24,13 +30,19 @@ pub const MAX_REQUEST: usize = 4096;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the control socket answers about.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ControlState {
     /// Host supervisors by name.
     pub hosts: BTreeMap<String, HostHandle>,
     /// Running forwards.
     pub forwards: Vec<ForwardRuntime>,
 }
+
+/// The result of a reload: the changes applied, or the problems of the rejected file.
+pub type ReloadOutcome = Result<Vec<String>, Vec<String>>;
+
+/// A reload asked for on the control socket; the daemon's main loop answers on `reply`.
+pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
 
 /// A bound control socket; the file is removed on drop.
 pub struct ControlSocket {
@@ -58,8 +70,14 @@ impl ControlSocket {
         })
     }
 
-    /// Answers requests until `stop` fires; each client is served in its own task.
-    pub async fn serve(self, state: ControlState, stop: CancellationToken) {
+    /// Answers requests until `stop` fires; each client is served in its own task. Status
+    /// comes from `state` (replaced on every reload); reloads go to `reload` when given.
+    pub async fn serve(
+        self,
+        state: watch::Receiver<ControlState>,
+        reload: Option<mpsc::Sender<ReloadRequest>>,
+        stop: CancellationToken,
+    ) {
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
@@ -67,9 +85,9 @@ impl ControlSocket {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let state = state.clone();
+                    let (state, reload) = (state.clone(), reload.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &state).await {
+                        if let Err(e) = answer(stream, &state, reload.as_ref()).await {
                             debug!(error = %e, "control client dropped");
                         }
                     });
@@ -89,7 +107,11 @@ impl Drop for ControlSocket {
     }
 }
 
-async fn answer(stream: UnixStream, state: &ControlState) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    state: &watch::Receiver<ControlState>,
+    reload: Option<&mpsc::Sender<ReloadRequest>>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64 + 1));
     let mut line = String::new();
@@ -97,7 +119,7 @@ async fn answer(stream: UnixStream, state: &ControlState) -> std::io::Result<()>
         Err(_) => json!({"ok": false, "error": "request not received within 5s"}),
         Ok(Err(e)) => json!({"ok": false, "error": format!("unreadable request: {e}")}),
         Ok(Ok(_)) if line.len() > MAX_REQUEST => json!({"ok": false, "error": "request too large"}),
-        Ok(Ok(_)) => handle(line.trim(), state),
+        Ok(Ok(_)) => handle(line.trim(), state, reload).await,
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
@@ -114,10 +136,33 @@ async fn answer(stream: UnixStream, state: &ControlState) -> std::io::Result<()>
     Ok(())
 }
 
-fn handle(line: &str, state: &ControlState) -> Value {
+async fn handle(
+    line: &str,
+    state: &watch::Receiver<ControlState>,
+    reload: Option<&mpsc::Sender<ReloadRequest>>,
+) -> Value {
     let Ok(request) = serde_json::from_str::<Value>(line) else {
         return json!({"ok": false, "error": "malformed request: expected one JSON object"});
     };
+    if request["request"] == "reload" {
+        let Some(reload) = reload else {
+            return json!({"ok": false, "error": "this daemon has no file to reload"});
+        };
+        let (tx, rx) = oneshot::channel();
+        if reload.send(tx).await.is_err() {
+            return json!({"ok": false, "error": "the daemon is stopping"});
+        }
+        return match rx.await {
+            Ok(Ok(changes)) => json!({"ok": true, "changes": changes}),
+            Ok(Err(problems)) => json!({
+                "ok": false,
+                "error": "the new configuration was rejected; the running one is kept",
+                "problems": problems,
+            }),
+            Err(_) => json!({"ok": false, "error": "the daemon is stopping"}),
+        };
+    }
+    let state = state.borrow().clone();
     match request["request"].as_str() {
         Some("status") => {
             json!({"ok": true, "status": status::document(&state.hosts, &state.forwards)})
@@ -152,23 +197,7 @@ pub enum ClientError {
 
 /// Sends `request` to the daemon at `path` and returns its answer (blocking; for the CLI).
 pub fn request(path: &Path, request: &Value) -> Result<Value, ClientError> {
-    let no_daemon = |source| ClientError::NoDaemon {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(no_daemon)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(no_daemon)?;
-    let mut line = serde_json::to_vec(request).unwrap_or_default();
-    line.push(b'\n');
-    stream.write_all(&line).map_err(no_daemon)?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(no_daemon)?;
-    let value: Value =
-        serde_json::from_str(&answer).map_err(|e| no_daemon(std::io::Error::other(e)))?;
+    let value = exchange(path, request, Duration::from_secs(10))?;
     if value["ok"] == json!(true) {
         Ok(value)
     } else {
@@ -179,6 +208,24 @@ pub fn request(path: &Path, request: &Value) -> Result<Value, ClientError> {
                 .to_string(),
         ))
     }
+}
+
+/// Sends `request` and returns whatever the daemon answered, waiting up to `limit`.
+pub fn exchange(path: &Path, request: &Value, limit: Duration) -> Result<Value, ClientError> {
+    let no_daemon = |source| ClientError::NoDaemon {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(no_daemon)?;
+    stream.set_read_timeout(Some(limit)).map_err(no_daemon)?;
+    let mut line = serde_json::to_vec(request).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(no_daemon)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(no_daemon)?;
+    serde_json::from_str(&answer).map_err(|e| no_daemon(std::io::Error::other(e)))
 }
 
 #[cfg(test)]
@@ -197,11 +244,8 @@ mod tests {
             "a live daemon's socket is not replaced"
         );
         let stop = CancellationToken::new();
-        let state = ControlState {
-            hosts: BTreeMap::new(),
-            forwards: Vec::new(),
-        };
-        let server = tokio::spawn(sock.serve(state, stop.clone()));
+        let (_state, rx) = watch::channel(ControlState::default());
+        let server = tokio::spawn(sock.serve(rx, None, stop.clone()));
 
         let p = path.clone();
         let status =
@@ -215,6 +259,7 @@ mod tests {
             &b"not json\n"[..],
             &[b'x'; 10_000][..],
             b"{\"request\":\"format c:\"}\n",
+            b"{\"request\":\"reload\"}\n",
         ] {
             let mut s = UnixStream::connect(&path).await.unwrap();
             let _ = s.write_all(bad).await;

@@ -175,12 +175,14 @@ impl Session {
 
 enum Command {
     ReconnectNow,
+    /// New settings (and the previous hop to reach the host through): reconnect with them.
+    Reconfigure(Arc<HostConfig>, Option<HostHandle>),
 }
 
 /// The handle forwards and the daemon hold on a host's supervisor.
 #[derive(Clone)]
 pub struct HostHandle {
-    config: Arc<HostConfig>,
+    config: watch::Receiver<Arc<HostConfig>>,
     status: watch::Receiver<HostStatus>,
     session: watch::Receiver<Option<Arc<Session>>>,
     commands: mpsc::Sender<Command>,
@@ -215,11 +217,12 @@ impl HostHandle {
         });
         let (session_tx, session) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (config_tx, config_rx) = watch::channel(config.clone());
         let router: SharedRouter = Arc::new(RemoteRouter::default());
         let sup = Supervisor {
             upstream,
             router: router.clone(),
-            config: config.clone(),
+            config: config_tx,
             status: status_tx,
             session: session_tx,
             commands: cmd_rx,
@@ -228,7 +231,7 @@ impl HostHandle {
         let span = info_span!("host", host = %config.name);
         tracker.spawn(sup.run().instrument(span));
         Self {
-            config,
+            config: config_rx,
             status,
             session,
             commands: cmd_tx,
@@ -252,9 +255,28 @@ impl HostHandle {
         self.router.unregister(key);
     }
 
-    /// The host's settings.
-    pub fn config(&self) -> &Arc<HostConfig> {
-        &self.config
+    /// The host's settings (the latest, after a reload).
+    pub fn config(&self) -> Arc<HostConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// True when both handles are the same supervisor.
+    pub fn same(&self, other: &HostHandle) -> bool {
+        Arc::ptr_eq(&self.router, &other.router)
+    }
+
+    /// Replaces the host's settings and the hop it is reached through, and reconnects with
+    /// them: the session is replaced, the supervisor and its forwards stay.
+    pub async fn reconfigure(&self, config: Arc<HostConfig>, upstream: Option<HostHandle>) {
+        let _ = self
+            .commands
+            .send(Command::Reconfigure(config, upstream))
+            .await;
+    }
+
+    /// Stops the supervisor: its session is disconnected and it is not restarted.
+    pub fn stop(&self) {
+        self.cancel.cancel();
     }
 
     /// The current status.
@@ -276,13 +298,13 @@ impl HostHandle {
     pub async fn session(&self) -> Result<Arc<Session>, OpenError> {
         let mut rx = self.session.clone();
         let wait = rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()));
-        let timeout = self.config.connect_timeout;
+        let timeout = self.config().connect_timeout;
         tokio::select! {
             () = self.cancel.cancelled() => Err(OpenError::Cancelled),
             r = tokio::time::timeout(timeout, wait) => match r {
                 Ok(Ok(s)) => s.clone().ok_or(OpenError::Cancelled),
                 Ok(Err(_)) => Err(OpenError::Cancelled),
-                Err(_) => Err(OpenError::NoSession { host: self.config.name.clone(), timeout }),
+                Err(_) => Err(OpenError::NoSession { host: self.config().name.clone(), timeout }),
             },
         }
     }
@@ -296,7 +318,7 @@ impl HostHandle {
     ) -> Result<(ChannelStream<Msg>, Arc<Session>), OpenError> {
         let session = self.session().await?;
         match tokio::time::timeout(
-            self.config.connect_timeout,
+            self.config().connect_timeout,
             session.open(target, originator),
         )
         .await
@@ -311,7 +333,7 @@ impl HostHandle {
 struct Supervisor {
     upstream: Option<HostHandle>,
     router: SharedRouter,
-    config: Arc<HostConfig>,
+    config: watch::Sender<Arc<HostConfig>>,
     status: watch::Sender<HostStatus>,
     session: watch::Sender<Option<Arc<Session>>>,
     commands: mpsc::Receiver<Command>,
@@ -322,7 +344,7 @@ struct Supervisor {
 enum Ended {
     /// The daemon is stopping.
     Stopped,
-    /// `reconnect_now` was called.
+    /// `reconnect_now` or a reconfiguration asked for a new session.
     Requested,
     /// It died; why.
     Lost(String),
@@ -335,27 +357,57 @@ enum Wake {
     Elapsed,
 }
 
+/// What a command asks of the supervisor once applied.
+enum Asked {
+    /// A new session now.
+    Reconnect,
+    /// A new session now, with new settings.
+    Reconfigured,
+    /// Every handle is gone: stop.
+    Stop,
+}
+
 impl Supervisor {
     async fn run(mut self) {
-        let cfg = self.config.clone();
-        let ssh_config = ssh_client_config(&cfg);
+        let mut cfg = self.config.borrow().clone();
+        let mut ssh_config = ssh_client_config(&cfg);
         let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
         let mut last_logged: Option<String> = None;
         loop {
+            let latest = self.config.borrow().clone();
+            if !Arc::ptr_eq(&cfg, &latest) {
+                // Reconfigured: new settings start with a fresh backoff.
+                cfg = latest;
+                ssh_config = ssh_client_config(&cfg);
+                backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+                last_logged = None;
+            }
             self.set_state(HostState::Connecting, None);
+            let upstream = self.upstream.clone();
             let attempt = tokio::time::timeout(
                 cfg.connect_timeout,
                 establish(
                     &cfg,
                     ssh_config.clone(),
                     self.router.clone(),
-                    self.upstream.as_ref(),
+                    upstream.as_ref(),
                 ),
             );
-            let result = tokio::select! {
-                () = self.cancel.cancelled() => return,
-                r = attempt => r.unwrap_or(Err(SessionError::Timeout(cfg.connect_timeout))),
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    r = &mut attempt => break Some(r.unwrap_or(Err(SessionError::Timeout(cfg.connect_timeout)))),
+                    cmd = self.commands.recv() => match self.apply(cmd) {
+                        Asked::Stop => return,
+                        // New settings: this attempt is for the old ones.
+                        Asked::Reconfigured => break None,
+                        // A reconnect asked for while connecting is this attempt.
+                        Asked::Reconnect => {}
+                    },
+                }
             };
+            let Some(result) = result else { continue };
             let delay = match result {
                 Ok(established) => {
                     last_logged = None;
@@ -423,8 +475,17 @@ impl Supervisor {
             handle,
             ended: CancellationToken::new(),
         });
-        // A reconnect asked for while this session was being set up is this session.
-        while self.commands.try_recv().is_ok() {}
+        // A reconnect asked for while this session was being set up is this session; new
+        // settings are not.
+        let mut reconfigured = false;
+        while let Ok(cmd) = self.commands.try_recv() {
+            reconfigured |= matches!(self.apply(Some(cmd)), Asked::Reconfigured);
+        }
+        if reconfigured {
+            session.ended.cancel();
+            session.disconnect("reconnecting with new settings").await;
+            return Ended::Requested;
+        }
         self.session.send_replace(Some(session.clone()));
         self.set_state(HostState::Up, None);
         info!("session up");
@@ -432,9 +493,9 @@ impl Supervisor {
             () = self.cancel.cancelled() => Ended::Stopped,
             _ = dead => Ended::Lost("connection closed".to_string()),
             // A closed command channel means every handle is gone: stop like on cancel.
-            cmd = self.commands.recv() => match cmd {
-                Some(Command::ReconnectNow) => Ended::Requested,
-                None => Ended::Stopped,
+            cmd = self.commands.recv() => match self.apply(cmd) {
+                Asked::Stop => Ended::Stopped,
+                Asked::Reconnect | Asked::Reconfigured => Ended::Requested,
             },
         };
         self.session.send_replace(None);
@@ -451,10 +512,24 @@ impl Supervisor {
         tokio::select! {
             () = self.cancel.cancelled() => Wake::Cancelled,
             () = tokio::time::sleep(delay) => Wake::Elapsed,
-            cmd = self.commands.recv() => match cmd {
-                Some(Command::ReconnectNow) => Wake::Now,
-                None => Wake::Cancelled,
+            cmd = self.commands.recv() => match self.apply(cmd) {
+                Asked::Stop => Wake::Cancelled,
+                Asked::Reconnect | Asked::Reconfigured => Wake::Now,
             },
+        }
+    }
+
+    /// Applies a command (`None`: every handle is gone); what it asks for.
+    fn apply(&mut self, cmd: Option<Command>) -> Asked {
+        match cmd {
+            None => Asked::Stop,
+            Some(Command::ReconnectNow) => Asked::Reconnect,
+            Some(Command::Reconfigure(config, upstream)) => {
+                info!("new settings; reconnecting");
+                self.config.send_replace(config);
+                self.upstream = upstream;
+                Asked::Reconfigured
+            }
         }
     }
 

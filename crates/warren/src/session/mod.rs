@@ -13,7 +13,7 @@ mod transport;
 
 pub use auth::load_key;
 pub use backoff::Backoff;
-pub use chain::spawn_hosts;
+pub use chain::{Supervisors, spawn_hosts};
 pub use error::{FailureClass, SessionError};
 pub use host::{HostHandle, HostState, HostStatus, LastError, OpenError, Session};
 pub use router::{Incoming, RouteKey};

@@ -1,0 +1,59 @@
+//! `warren reload`: ask a running daemon to re-read its file (same as SIGHUP) and print what
+//! changed, or the problems of a file it rejected (exit 78; the running configuration stays).
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{SocketArg, exit};
+use crate::config::Env;
+use crate::control::{self, ClientError};
+
+/// How long a reload may take: stopping forwards waits for their ingresses to close.
+const RELOAD_LIMIT: Duration = Duration::from_secs(120);
+
+/// Asks for a reload; exit 0 when applied, 78 when the new file was rejected, 69 when no
+/// daemon answers.
+pub fn reload(args: &SocketArg, env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let path = super::status::socket_path(args.socket.as_ref(), env);
+    let answer = match control::exchange(&path, &json!({"request": "reload"}), RELOAD_LIMIT) {
+        Ok(a) => a,
+        Err(e @ ClientError::NoDaemon { .. }) => {
+            let _ = writeln!(err, "warren reload: {e}");
+            return exit::UNAVAILABLE;
+        }
+        Err(e) => {
+            let _ = writeln!(err, "warren reload: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let lines = |key: &str| -> Vec<String> {
+        answer[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if answer["ok"] == json!(true) {
+        for change in lines("changes") {
+            let _ = writeln!(out, "{change}");
+        }
+        return exit::OK;
+    }
+    let error = answer["error"].as_str().unwrap_or("unknown error");
+    let problems = lines("problems");
+    let _ = writeln!(err, "warren reload: {error}");
+    for p in &problems {
+        let _ = writeln!(err, "{p}");
+    }
+    if problems.is_empty() {
+        exit::FAILURE
+    } else {
+        exit::CONFIG
+    }
+}

@@ -1,0 +1,274 @@
+//! What a reload changes: the difference between the running configuration and a new one,
+//! as a pure function of the two. The daemon applies it; everything not named here keeps
+//! running untouched.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{Config, ForwardConfig, HostConfig};
+
+/// The difference between two configurations, by name, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Forwards only the old file has: stopped, their connections closed.
+    pub forwards_removed: Vec<String>,
+    /// Forwards only the new file has: started.
+    pub forwards_added: Vec<String>,
+    /// Forwards in both files with other settings: stopped, then started anew.
+    pub forwards_changed: Vec<String>,
+    /// Hosts that carry forwards now and did not before: connected.
+    pub hosts_started: Vec<String>,
+    /// Hosts that no longer carry any forward nor lead to a host that does: disconnected.
+    pub hosts_stopped: Vec<String>,
+    /// Hosts in use before and after whose connection settings changed: reconnected (their
+    /// forwards stay, their open connections end with the old session).
+    pub hosts_reconnected: Vec<String>,
+    /// Settings that take effect only when the daemon restarts.
+    pub needs_restart: Vec<String>,
+}
+
+impl Plan {
+    /// True when the new file changes nothing that runs.
+    pub fn is_empty(&self) -> bool {
+        self.forwards_removed.is_empty()
+            && self.forwards_added.is_empty()
+            && self.forwards_changed.is_empty()
+            && self.hosts_started.is_empty()
+            && self.hosts_stopped.is_empty()
+            && self.hosts_reconnected.is_empty()
+    }
+
+    /// One line per change, for logs and `warren reload`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut each = |what: &str, names: &[String]| {
+            out.extend(names.iter().map(|n| format!("{what} {n}")));
+        };
+        each("forward removed:", &self.forwards_removed);
+        each("forward changed, restarted:", &self.forwards_changed);
+        each("forward added:", &self.forwards_added);
+        each("host disconnected:", &self.hosts_stopped);
+        each(
+            "host reconnected with new settings:",
+            &self.hosts_reconnected,
+        );
+        each("host connected:", &self.hosts_started);
+        for what in &self.needs_restart {
+            out.push(format!("not applied until restart: {what}"));
+        }
+        if out.is_empty() {
+            out.push("no changes".into());
+        }
+        out
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines().join("; "))
+    }
+}
+
+/// The difference between the running `old` and the new `new` configuration.
+pub fn diff(old: &Config, new: &Config) -> Plan {
+    let mut plan = Plan::default();
+
+    let old_fwd: BTreeMap<&str, &ForwardConfig> =
+        old.forwards.iter().map(|f| (f.name.as_str(), f)).collect();
+    let new_fwd: BTreeMap<&str, &ForwardConfig> =
+        new.forwards.iter().map(|f| (f.name.as_str(), f)).collect();
+    for (name, f) in &old_fwd {
+        match new_fwd.get(name) {
+            None => plan.forwards_removed.push((*name).to_string()),
+            Some(g) if g != f => plan.forwards_changed.push((*name).to_string()),
+            Some(_) => {}
+        }
+    }
+    plan.forwards_added = new_fwd
+        .keys()
+        .filter(|n| !old_fwd.contains_key(*n))
+        .map(|n| (*n).to_string())
+        .collect();
+
+    let active = |c: &Config| -> BTreeMap<String, std::sync::Arc<HostConfig>> {
+        c.active_hosts()
+            .into_iter()
+            .map(|h| (h.name.clone(), h))
+            .collect()
+    };
+    let (old_hosts, new_hosts) = (active(old), active(new));
+    for (name, h) in &old_hosts {
+        match new_hosts.get(name) {
+            None => plan.hosts_stopped.push(name.clone()),
+            Some(g) if g != h => plan.hosts_reconnected.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    plan.hosts_started = new_hosts
+        .keys()
+        .filter(|n| !old_hosts.contains_key(*n))
+        .cloned()
+        .collect();
+
+    if old.daemon.control_socket != new.daemon.control_socket {
+        plan.needs_restart.push(format!(
+            "control_socket (still {})",
+            old.daemon.control_socket.display()
+        ));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use std::path::{Path, PathBuf};
+
+    fn env() -> Env {
+        Env {
+            home: Some(PathBuf::from("/home/u")),
+            user: "u".into(),
+            is_root: false,
+            runtime_directory: None,
+            xdg_runtime_dir: None,
+            xdg_config_home: None,
+        }
+    }
+
+    fn parse(src: &str) -> Config {
+        Config::parse(src, Path::new("/etc/warren/warren.toml"), &env())
+            .unwrap_or_else(|e| panic!("{e}\n{src}"))
+    }
+
+    fn config(body: &str) -> Config {
+        parse(&format!(
+            "[daemon]\ncontrol_socket = \"/run/w.sock\"\n\n\
+             [hosts.a]\nhostname = \"a.example\"\nuser = \"u\"\n\n\
+             [hosts.b]\nhostname = \"b.example\"\nuser = \"u\"\n\n\
+             [hosts.c]\nhostname = \"c.example\"\nuser = \"u\"\njump = [\"b\"]\n\n{body}"
+        ))
+    }
+
+    fn fwd(name: &str, host: &str, listen: &str) -> String {
+        format!(
+            "[[forward]]\nname = \"{name}\"\nhost = \"{host}\"\ntype = \"local\"\n\
+             listen = \"{listen}\"\nconnect = \"db:5432\"\n\n"
+        )
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn table() {
+        let base = fwd("A", "a", "127.0.0.1:7001") + &fwd("C", "a", "127.0.0.1:7003");
+        struct Case {
+            what: &'static str,
+            new: String,
+            expect: Plan,
+        }
+        let cases = [
+            Case {
+                what: "the same file changes nothing",
+                new: base.clone(),
+                expect: Plan::default(),
+            },
+            Case {
+                what: "add B, remove C, keep A",
+                new: fwd("A", "a", "127.0.0.1:7001") + &fwd("B", "a", "127.0.0.1:7002"),
+                expect: Plan {
+                    forwards_removed: names(&["C"]),
+                    forwards_added: names(&["B"]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                what: "a forward's listen changes: restarted",
+                new: fwd("A", "a", "127.0.0.1:7001") + &fwd("C", "a", "127.0.0.1:7333"),
+                expect: Plan {
+                    forwards_changed: names(&["C"]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                what: "a forward moves to a host behind a jump: both hosts start",
+                new: fwd("A", "a", "127.0.0.1:7001") + &fwd("C", "c", "127.0.0.1:7003"),
+                expect: Plan {
+                    forwards_changed: names(&["C"]),
+                    hosts_started: names(&["b", "c"]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                what: "the last forward of a host goes: the host stops",
+                new: String::new(),
+                expect: Plan {
+                    forwards_removed: names(&["A", "C"]),
+                    hosts_stopped: names(&["a"]),
+                    ..Plan::default()
+                },
+            },
+            Case {
+                what: "file order alone changes nothing",
+                new: fwd("C", "a", "127.0.0.1:7003") + &fwd("A", "a", "127.0.0.1:7001"),
+                expect: Plan::default(),
+            },
+        ];
+        let old = config(&base);
+        for case in cases {
+            let got = diff(&old, &config(&case.new));
+            assert_eq!(got, case.expect, "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn host_settings() {
+        let body = fwd("A", "a", "127.0.0.1:7001") + &fwd("Z", "c", "127.0.0.1:7009");
+        let hosts = |a_user: &str, b_extra: &str| {
+            parse(&format!(
+                "[hosts.a]\nhostname = \"a.example\"\nuser = \"{a_user}\"\n\n\
+                 [hosts.b]\nhostname = \"b.example\"\nuser = \"u\"\n{b_extra}\n\
+                 [hosts.c]\nhostname = \"c.example\"\nuser = \"u\"\njump = [\"b\"]\n\n\
+                 [hosts.unused]\nhostname = \"x.example\"\nuser = \"{a_user}\"\n\n{body}"
+            ))
+        };
+        // A changed user reconnects only that host; its forwards stay.
+        let plan = diff(&hosts("u", ""), &hosts("v", ""));
+        assert_eq!(
+            plan,
+            Plan {
+                hosts_reconnected: names(&["a"]),
+                ..Plan::default()
+            },
+            "and a host no forward uses may change freely"
+        );
+        assert_eq!(plan.lines(), ["host reconnected with new settings: a"]);
+        // A hop's keepalive changes: the hop reconnects (what rides on it follows).
+        assert_eq!(
+            diff(
+                &hosts("u", ""),
+                &hosts("u", "keepalive_interval = \"3s\"\n")
+            ),
+            Plan {
+                hosts_reconnected: names(&["b"]),
+                ..Plan::default()
+            }
+        );
+    }
+
+    #[test]
+    fn daemon_settings_that_wait_for_a_restart() {
+        let old = config("");
+        let mut new = old.clone();
+        new.daemon.control_socket = "/run/other.sock".into();
+        new.daemon.shutdown_grace = std::time::Duration::from_secs(1);
+        let plan = diff(&old, &new);
+        assert!(plan.is_empty());
+        assert_eq!(
+            plan.lines(),
+            ["not applied until restart: control_socket (still /run/w.sock)"]
+        );
+    }
+}
