@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # On a fresh Debian machine, run as root: it installs what the end-to-end tests need
-# (OpenSSH's sshd and client, iproute2, netcat, curl), prepares /run/sshd, then runs
+# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3, and systemd for
+# `systemd-analyze verify` of the units), prepares /run/sshd, then runs
 # rustfmt, clippy with -D warnings and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ declare -A package_of=(
   [curl]=curl
   [openssl]=openssl
   [python3]=python3
+  [systemd-analyze]=systemd
 )
 missing=()
 for cmd in "${!package_of[@]}"; do

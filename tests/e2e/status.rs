@@ -167,3 +167,202 @@ async fn systemd_notifications_ready_status_watchdog_stopping() {
     })
     .await;
 }
+
+async fn status_doc(sock: &str) -> Option<serde_json::Value> {
+    let out = run_warren(
+        &["status", "--json", "-s", sock],
+        &[],
+        Duration::from_secs(5),
+    )
+    .await
+    .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_a_host_through_up_backoff_and_up_again() {
+    with_timeout(Duration::from_secs(60), async {
+        let server = SshServer::start().await?;
+        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
+        server.authorize(&key)?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let dir = tempfile::tempdir()?;
+        let sock = dir.path().join("control.sock");
+        let sock_s = sock.display().to_string();
+        let ingress = dir.path().join("in.sock");
+        // A long backoff, so that only `warren reconnect` can bring the host back quickly.
+        let host = crate::support::with_setting(
+            &crate::support::with_setting(
+                &host_table("h", &server, &key),
+                "reconnect_min",
+                "\"30s\"",
+            ),
+            "reconnect_max",
+            "\"60s\"",
+        );
+        let toml = format!("[daemon]\ncontrol_socket = \"{sock_s}\"\n\n")
+            + &host
+            + &forward_table(
+                "f",
+                "h",
+                "local",
+                &ingress.display().to_string(),
+                Some(&echo.addr().to_string()),
+            );
+        let cfg = dir.path().join("warren.toml");
+        std::fs::write(&cfg, toml)?;
+        let _warren = WarrenProcess::spawn(&["run", "-c", &cfg.display().to_string()], &[])?;
+
+        // Up.
+        let up = wait_for(Duration::from_secs(20), "h up in status", || {
+            let s = sock_s.clone();
+            async move {
+                let doc = status_doc(&s).await?;
+                (doc["hosts"][0]["state"] == "up").then_some(doc)
+            }
+        })
+        .await?;
+        let h = &up["hosts"][0];
+        assert_eq!(
+            (
+                &h["reconnects"],
+                &h["last_error"],
+                &h["via"],
+                &h["retry_at"]
+            ),
+            (
+                &serde_json::json!(0),
+                &serde_json::Value::Null,
+                &serde_json::json!([]),
+                &serde_json::Value::Null
+            ),
+            "{h}"
+        );
+        assert_eq!(up["forwards"][0]["state"], "ready");
+        let first_since = humantime::parse_rfc3339(h["since"].as_str().unwrap())?;
+
+        // The server goes away: backoff, with the network error and when it retries.
+        server.stop_accepting();
+        server.kill_sessions().await?;
+        let down = wait_for(Duration::from_secs(20), "h in backoff in status", || {
+            let s = sock_s.clone();
+            async move {
+                let doc = status_doc(&s).await?;
+                (doc["hosts"][0]["state"] == "backoff").then_some(doc)
+            }
+        })
+        .await?;
+        let h = &down["hosts"][0];
+        assert_eq!(h["reconnects"], 1, "{h}");
+        assert_eq!(h["last_error"]["class"], "network", "{h}");
+        assert!(
+            !h["last_error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{h}"
+        );
+        let retry_at = humantime::parse_rfc3339(h["retry_at"].as_str().unwrap())?;
+        assert!(retry_at > std::time::SystemTime::now(), "{h}");
+        assert_eq!(down["forwards"][0]["state"], "waiting");
+        let table = run_warren(&["status", "-s", &sock_s], &[], Duration::from_secs(5)).await?;
+        let text = String::from_utf8_lossy(&table.stdout);
+        assert!(
+            text.contains("backoff") && text.contains("network:"),
+            "{text}"
+        );
+
+        // Back: `warren reconnect` skips the 30 s wait; up again, the error cleared.
+        server.resume_accepting()?;
+        let out = run_warren(
+            &["reconnect", "h", "-s", &sock_s],
+            &[],
+            Duration::from_secs(5),
+        )
+        .await?;
+        assert_eq!(out.status.code(), Some(0));
+        let again = wait_for(Duration::from_secs(10), "h up again in status", || {
+            let s = sock_s.clone();
+            async move {
+                let doc = status_doc(&s).await?;
+                (doc["hosts"][0]["state"] == "up").then_some(doc)
+            }
+        })
+        .await?;
+        let h = &again["hosts"][0];
+        assert!(h["last_error"].is_null() && h["retry_at"].is_null(), "{h}");
+        assert_eq!(h["reconnects"], 1, "{h}");
+        // `since` has whole seconds: it moved unless all of this happened within one.
+        assert!(humantime::parse_rfc3339(h["since"].as_str().unwrap())? >= first_since);
+        assert_eq!(again["forwards"][0]["state"], "ready");
+
+        let out = run_warren(
+            &["reconnect", "nosuch", "-s", &sock_s],
+            &[],
+            Duration::from_secs(5),
+        )
+        .await?;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown host"));
+        Ok(())
+    })
+    .await;
+}
+
+/// The shipped units pass `systemd-analyze verify` (with the binary path pointed at the
+/// built one, since verify checks that it exists) without a single warning, and carry what
+/// SPEC section 3 asks of them.
+#[test]
+fn systemd_units_verify_cleanly() {
+    let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
+    assert!(
+        analyze.exists(),
+        "systemd-analyze is missing: install Debian's `systemd` package (scripts/test.sh does)"
+    );
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd");
+    let dir = tempfile::tempdir().unwrap();
+    for (file, as_name) in [
+        ("warren.service", "warren.service"),
+        ("warren@.service", "warren@.service"),
+        ("warren@.service", "warren@db.service"),
+    ] {
+        let text = std::fs::read_to_string(units.join(file)).unwrap();
+        for needed in [
+            "Type=notify\n",
+            "ExecStartPre=/usr/local/bin/warren check -c /etc/warren/",
+            "ExecReload=/bin/kill -HUP $MAINPID\n",
+            "Restart=on-failure\n",
+            "StartLimitIntervalSec=0\n",
+            "WatchdogSec=",
+            "RuntimeDirectory=warren",
+            "After=network-online.target\n",
+            "Wants=network-online.target\n",
+            "ProtectSystem=strict\n",
+            "ProtectHome=read-only\n",
+            "PrivateTmp=yes\n",
+            "NoNewPrivileges=yes\n",
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n",
+        ] {
+            assert!(text.contains(needed), "{file} lacks {needed:?}");
+        }
+        let local = text.replace("/usr/local/bin/warren", crate::harness::WARREN);
+        let path = dir.path().join(as_name);
+        std::fs::write(&path, local).unwrap();
+        let out = std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty() && out.stdout.is_empty(),
+            "systemd-analyze verify {as_name}: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(units.join("warren@.service"))
+            .unwrap()
+            .contains("/etc/warren/%i.toml")
+    );
+}

@@ -39,6 +39,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask a running daemon to re-read its configuration (same as SIGHUP).
     Reload(SocketArg),
+    /// Ask a running daemon to reconnect one host now (skipping its backoff wait).
+    Reconnect(ReconnectArgs),
     /// Ad-hoc tunnels without a file, `ssh -N` style.
     Connect(ConnectArgs),
 }
@@ -103,6 +105,17 @@ pub struct StatusArgs {
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub socket: SocketArg,
+}
+
+/// `warren reconnect`.
+#[derive(Debug, Clone, Args)]
+pub struct ReconnectArgs {
+    /// The host, as `warren status` names it.
+    #[arg(value_name = "HOST")]
+    pub host: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub socket: SocketArg,
@@ -193,6 +206,10 @@ mod tests {
         ));
         let cli = Cli::parse_args(["warren", "reload"]).unwrap();
         assert!(matches!(cli.command, Command::Reload(_)));
+        let cli = Cli::parse_args(["warren", "reconnect", "db", "-s", "/s"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Reconnect(ReconnectArgs { ref host, .. }) if host == "db")
+        );
         let cli = Cli::parse_args([
             "warren",
             "connect",

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             warren::commands::status(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Command::Reconnect(args) => {
+            warren::commands::reconnect(&args, &env, &mut std::io::stderr())
+        }
         Command::Reload(args) => {
             warren::commands::reload(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }

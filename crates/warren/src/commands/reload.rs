@@ -1,12 +1,13 @@
 //! `warren reload`: ask a running daemon to re-read its file (same as SIGHUP) and print what
 //! changed, or the problems of a file it rejected (exit 78; the running configuration stays).
+//! `warren reconnect HOST`: have it replace one host's session now.
 
 use std::io::Write;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{SocketArg, exit};
+use crate::cli::{ReconnectArgs, SocketArg, exit};
 use crate::config::Env;
 use crate::control::{self, ClientError};
 
@@ -55,5 +56,23 @@ pub fn reload(args: &SocketArg, env: &Env, out: &mut dyn Write, err: &mut dyn Wr
         exit::FAILURE
     } else {
         exit::CONFIG
+    }
+}
+
+/// Asks for host `args.host` to reconnect now; exit 0 when done, 1 for an unknown host, 69
+/// when no daemon answers.
+pub fn reconnect(args: &ReconnectArgs, env: &Env, err: &mut dyn Write) -> u8 {
+    let path = super::status::socket_path(args.socket.socket.as_ref(), env);
+    let request = json!({"request": "reconnect", "host": args.host});
+    match control::request(&path, &request) {
+        Ok(_) => exit::OK,
+        Err(e @ ClientError::NoDaemon { .. }) => {
+            let _ = writeln!(err, "warren reconnect: {e}");
+            exit::UNAVAILABLE
+        }
+        Err(e) => {
+            let _ = writeln!(err, "warren reconnect {}: {e}", args.host);
+            exit::FAILURE
+        }
     }
 }
