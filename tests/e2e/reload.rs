@@ -367,6 +367,9 @@ async fn warren_reload_and_sighup_apply_reject_and_retry_with_systemd_notificati
         );
         let log = warren.stderr_text();
         assert!(log.contains("configuration rejected"), "{log}");
+        // With the daemon gone nobody answers: exit 69.
+        let out = run_warren(&["reload", "-s", &sock_s], &[], Duration::from_secs(10)).await?;
+        assert_eq!(out.status.code(), Some(69));
         Ok(())
     })
     .await;
