@@ -374,3 +374,75 @@ async fn warren_reload_and_sighup_apply_reject_and_retry_with_systemd_notificati
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_a_host_behind_a_jump_host_and_back() {
+    with_timeout(Duration::from_secs(90), async {
+        let bastion = SshServer::start().await?;
+        let inner = SshServer::start().await?;
+        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
+        bastion.authorize(&key)?;
+        inner.authorize(&key)?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let (l, a) = ingress();
+        let f = forward_table(
+            "f",
+            "inner",
+            "local",
+            &a.to_string(),
+            Some(&echo.addr().to_string()),
+        );
+        let b = host_table("bastion", &bastion, &key);
+        let direct = host_table("inner", &inner, &key);
+        let jumped = with_setting(&direct, "jump", "[\"bastion\"]");
+        let mut d = TestDaemon::start(&format!("{b}{direct}{f}"), vec![l]).await?;
+        d.wait_up("inner", Duration::from_secs(20)).await?;
+        assert!(
+            d.daemon().host("bastion").is_none(),
+            "no forward needs the bastion yet"
+        );
+
+        // Behind the bastion: the bastion starts, inner reconnects through it, f keeps its
+        // ingress and works.
+        let plan = d.reload(&format!("{b}{jumped}{f}"), vec![]).await?;
+        assert_eq!(plan.hosts_started, ["bastion"], "{plan:?}");
+        assert_eq!(plan.hosts_reconnected, ["inner"], "{plan:?}");
+        assert!(plan.forwards_changed.is_empty(), "{plan:?}");
+        d.wait_host("inner", Duration::from_secs(20), |s| {
+            s.reconnects == 1 && s.state == warren::session::HostState::Up
+        })
+        .await?;
+        push_through(TcpStream::connect(a).await?, 4 * MIB)
+            .await?
+            .check_echoed()?;
+        assert_eq!(bastion.sessions_accepted(), 1);
+        assert_eq!(inner.sessions_accepted(), 2);
+        assert!(
+            bastion.log_contains("direct-tcpip"),
+            "the inner session runs through the bastion: {}",
+            bastion.log()
+        );
+
+        // And back: direct again, and the bastion session, no longer needed, is closed.
+        let plan = d.reload(&format!("{b}{direct}{f}"), vec![]).await?;
+        assert_eq!(plan.hosts_stopped, ["bastion"], "{plan:?}");
+        assert_eq!(plan.hosts_reconnected, ["inner"], "{plan:?}");
+        assert!(d.daemon().host("bastion").is_none());
+        d.wait_host("inner", Duration::from_secs(20), |s| {
+            s.reconnects == 2 && s.state == warren::session::HostState::Up
+        })
+        .await?;
+        bastion
+            .wait_sessions(Duration::from_secs(10), "the bastion session closed", |c| {
+                c.alive == 0
+            })
+            .await?;
+        push_through(TcpStream::connect(a).await?, 4 * MIB)
+            .await?
+            .check_echoed()?;
+        assert_eq!(inner.sessions_accepted(), 3);
+        d.stop(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .await;
+}

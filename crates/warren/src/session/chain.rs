@@ -68,11 +68,13 @@ impl Supervisors {
             reconfigure,
             ..
         } = b;
-        for gone in old.into_values() {
-            gone.handle.stop();
-        }
+        // New settings first: a session moving to another hop is told before its old hop
+        // goes, so that it reconnects as asked instead of reporting a lost session.
         for (handle, config, upstream) in reconfigure {
             handle.reconfigure(config, upstream).await;
+        }
+        for gone in old.into_values() {
+            gone.handle.stop();
         }
         self.made = made;
     }
