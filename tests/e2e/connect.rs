@@ -5,18 +5,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::harness::{
-    EchoServer, KeyKind, MIB, SshServer, Transport, UserKey, WarrenProcess, current_user,
-    push_through, wait_until, with_timeout,
-};
+use crate::harness::{MIB, WarrenProcess, current_user, push_through, wait_until, with_timeout};
+use crate::support::Fixture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_carries_l_and_d_like_ssh_n() {
     with_timeout(Duration::from_secs(60), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let dir = tempfile::tempdir()?;
         let local = dir.path().join("l.sock");
         let socks = dir.path().join("d.sock");

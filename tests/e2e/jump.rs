@@ -9,7 +9,7 @@ use crate::harness::{
     EchoServer, KeyKind, MIB, SshServer, Transport, UserKey, push_through, with_timeout,
 };
 use crate::support::{
-    TestDaemon, forward_table, host_table, host_table_with, ingress, with_setting,
+    Fixture, TestDaemon, forward_table, host_table, host_table_with, ingress, with_setting,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,10 +88,7 @@ async fn a_two_hop_chain_shares_the_bastion_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_command_carries_the_session_and_its_failure_is_network_class() {
     with_timeout(Duration::from_secs(60), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let (l1, a1) = ingress();
         let proxy = "proxy_command = \"exec nc %h %p\"\n";
         let broken = "proxy_command = \"echo no route to %h >&2; exit 3\"\n";

@@ -13,10 +13,10 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::harness::{
-    Digest, EchoServer, KeyKind, MIB, SshServer, Transport, UserKey, WarrenProcess, hex,
-    run_warren, wait_until, with_timeout, within,
+    Digest, EchoServer, MIB, SshServer, UserKey, WarrenProcess, hex, run_warren, wait_until,
+    with_timeout, within,
 };
-use crate::support::{forward_table, host_table};
+use crate::support::{Fixture, forward_table, host_table};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// Bound for one step that should be quick.
@@ -66,10 +66,7 @@ impl Files {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taken_port_exits_1_naming_the_forward_and_address() {
     with_timeout(LIMIT, async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let files = Files::new()?;
         // Held for the whole test: warren cannot bind it.
         let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -171,10 +168,7 @@ struct Running {
 impl Running {
     /// Starts it with `shutdown_grace = GRACE` and waits until the ingress is bound.
     async fn start(grace: &str) -> anyhow::Result<Self> {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let files = Files::new()?;
         let ingress = files.path("in.sock");
         let rest = host_table("h", &server, &key)

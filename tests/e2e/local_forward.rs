@@ -12,7 +12,7 @@ use crate::harness::{
     EchoServer, KeyKind, MIB, PeerServer, SinkServer, SshServer, Transport, UserKey, hex,
     push_through, random_digest, read_digest, wait_until, with_timeout, within, write_random,
 };
-use crate::support::{TestDaemon, forward_table, host_table, ingress};
+use crate::support::{Fixture, TestDaemon, forward_table, host_table, ingress};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Bound for one step that should be quick (a session coming up, a small transfer).
@@ -35,10 +35,7 @@ async fn server_and_key() -> anyhow::Result<(SshServer, UserKey)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_through_a_local_forward() {
     with_timeout(LIMIT, async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let (listener, addr) = ingress();
         let toml = host_table("h", &server, &key)
             + &local("pg", &addr.to_string(), &echo.addr().to_string());

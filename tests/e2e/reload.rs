@@ -16,7 +16,9 @@ use crate::harness::{
     EchoServer, KeyKind, MIB, NotifySocket, SshServer, Transport, UserKey, WarrenProcess,
     current_user, is_root, push_through, run_warren, wait_for, wait_until, with_timeout, within,
 };
-use crate::support::{TestDaemon, forward_table, host_table, ingress, with_setting};
+use crate::support::{
+    Fixture, TestDaemon, forward_table, host_table, ingress, status_json, with_setting,
+};
 
 /// Sends `len` random bytes and reads them back on a connection that stays open; the bytes
 /// must come back unchanged.
@@ -51,10 +53,7 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_and_removes_forwards_and_leaves_the_rest_alone() {
     with_timeout(Duration::from_secs(90), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let e = echo.addr().to_string();
         let (la, a) = ingress();
         let (lc, c) = ingress();
@@ -193,17 +192,6 @@ async fn reload_that_changes_a_hosts_user_reconnects_only_that_host() {
     .await;
 }
 
-async fn status_json(sock: &str) -> Option<Value> {
-    let out = run_warren(
-        &["status", "--json", "-s", sock],
-        &[],
-        Duration::from_secs(5),
-    )
-    .await
-    .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 fn forward<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
     doc["forwards"]
         .as_array()?
@@ -221,10 +209,7 @@ async fn echo_through_unix(path: &Path) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warren_reload_and_sighup_apply_reject_and_retry_with_systemd_notifications() {
     with_timeout(Duration::from_secs(120), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let e = echo.addr().to_string();
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("control.sock");

@@ -3,19 +3,13 @@
 
 use std::time::Duration;
 
-use crate::harness::{
-    EchoServer, KeyKind, NotifySocket, SshServer, Transport, UserKey, WarrenProcess, run_warren,
-    wait_for, with_timeout,
-};
-use crate::support::{forward_table, host_table};
+use crate::harness::{NotifySocket, WarrenProcess, run_warren, wait_for, with_timeout};
+use crate::support::{Fixture, forward_table, host_table, status_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_every_field_and_the_allocated_port() {
     with_timeout(Duration::from_secs(60), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("control.sock");
         let ingress = dir.path().join("in.sock");
@@ -119,10 +113,7 @@ async fn status_reports_every_field_and_the_allocated_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_notifications_ready_status_watchdog_stopping() {
     with_timeout(Duration::from_secs(60), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let dir = tempfile::tempdir()?;
         let ingress = dir.path().join("in.sock");
         let toml = host_table("h", &server, &key)
@@ -168,24 +159,10 @@ async fn systemd_notifications_ready_status_watchdog_stopping() {
     .await;
 }
 
-async fn status_doc(sock: &str) -> Option<serde_json::Value> {
-    let out = run_warren(
-        &["status", "--json", "-s", sock],
-        &[],
-        Duration::from_secs(5),
-    )
-    .await
-    .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_follows_a_host_through_up_backoff_and_up_again() {
     with_timeout(Duration::from_secs(60), async {
-        let server = SshServer::start().await?;
-        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
-        server.authorize(&key)?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
+        let Fixture { server, key, echo } = Fixture::start().await?;
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("control.sock");
         let sock_s = sock.display().to_string();
@@ -217,7 +194,7 @@ async fn status_follows_a_host_through_up_backoff_and_up_again() {
         let up = wait_for(Duration::from_secs(20), "h up in status", || {
             let s = sock_s.clone();
             async move {
-                let doc = status_doc(&s).await?;
+                let doc = status_json(&s).await?;
                 (doc["hosts"][0]["state"] == "up").then_some(doc)
             }
         })
@@ -247,7 +224,7 @@ async fn status_follows_a_host_through_up_backoff_and_up_again() {
         let down = wait_for(Duration::from_secs(20), "h in backoff in status", || {
             let s = sock_s.clone();
             async move {
-                let doc = status_doc(&s).await?;
+                let doc = status_json(&s).await?;
                 (doc["hosts"][0]["state"] == "backoff").then_some(doc)
             }
         })
@@ -284,7 +261,7 @@ async fn status_follows_a_host_through_up_backoff_and_up_again() {
         let again = wait_for(Duration::from_secs(10), "h up again in status", || {
             let s = sock_s.clone();
             async move {
-                let doc = status_doc(&s).await?;
+                let doc = status_json(&s).await?;
                 (doc["hosts"][0]["state"] == "up").then_some(doc)
             }
         })

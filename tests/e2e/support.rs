@@ -12,7 +12,40 @@ use warren::daemon::Daemon;
 use warren::forward::ForwardRuntime;
 use warren::session::{HostState, HostStatus};
 
-use crate::harness::{SshServer, UserKey, current_user};
+use crate::harness::{EchoServer, KeyKind, SshServer, Transport, UserKey, current_user};
+
+/// What most tests start from: a harness sshd, an Ed25519 key it accepts, a TCP echo server.
+pub struct Fixture {
+    /// The server.
+    pub server: SshServer,
+    /// A key the server accepts.
+    pub key: UserKey,
+    /// A TCP echo server, the usual egress.
+    pub echo: EchoServer,
+}
+
+impl Fixture {
+    /// Starts the three.
+    pub async fn start() -> anyhow::Result<Self> {
+        let server = SshServer::start().await?;
+        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
+        server.authorize(&key)?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        Ok(Self { server, key, echo })
+    }
+}
+
+/// `warren status --json -s SOCK` as a document; `None` while no daemon answers.
+pub async fn status_json(sock: &str) -> Option<serde_json::Value> {
+    let out = crate::harness::run_warren(
+        &["status", "--json", "-s", sock],
+        &[],
+        Duration::from_secs(5),
+    )
+    .await
+    .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
 
 /// The `[hosts.NAME]` table for a harness server: loopback, its port, the current user,
 /// `key` as the only identity, the server's known_hosts file, no agent, short timers.
