@@ -699,3 +699,53 @@ fn a_proxy_jump_loop_in_the_ssh_config_is_an_error() {
         ]
     );
 }
+
+#[test]
+fn a_hop_only_the_ssh_config_knows_keeps_its_own_proxy_jump_and_proxy_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh,
+        "Host db\n  ProxyJump inner-gw\n\
+         Host inner-gw\n  HostName 10.1.0.1\n  ProxyJump outer-gw\n\
+         Host outer-gw\n  HostName gw.example.com\n  ProxyCommand nc -x proxy:1080 %h %p\n",
+    )
+    .unwrap();
+    let c = ok(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.db]\n\n[[forward]]\nhost = \"db\"\ntype = \"dynamic\"\nlisten = \"127.0.0.1:1080\"\n",
+        ssh.display()
+    ));
+    // As ssh -J would: db through inner-gw, which is reached through outer-gw, which is
+    // reached through its ProxyCommand.
+    assert_eq!(c.hosts["db"].route, Route::Jump(vec!["inner-gw".into()]));
+    assert_eq!(
+        c.hosts["inner-gw"].route,
+        Route::Jump(vec!["outer-gw".into()])
+    );
+    assert_eq!(c.hosts["inner-gw"].hostname, "10.1.0.1");
+    assert_eq!(
+        c.hosts["outer-gw"].route,
+        Route::ProxyCommand("nc -x proxy:1080 %h %p".into())
+    );
+    let names: Vec<String> = c.active_hosts().iter().map(|h| h.name.clone()).collect();
+    assert_eq!(names, ["db", "inner-gw", "outer-gw"]);
+
+    // A loop through hops only the ssh_config knows, or back to a [hosts.*] table, is an
+    // error at the `ssh_config` key, not a hang.
+    std::fs::write(
+        &ssh,
+        "Host db\n  ProxyJump x\nHost x\n  ProxyJump y\nHost y\n  ProxyJump x\n",
+    )
+    .unwrap();
+    let p = problems(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.db]\n",
+        ssh.display()
+    ));
+    assert_eq!(p, ["2:14: `jump` makes a cycle: db -> x -> y -> x"]);
+    std::fs::write(&ssh, "Host db\n  ProxyJump x\nHost x\n  ProxyJump db\n").unwrap();
+    let p = problems(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.db]\n",
+        ssh.display()
+    ));
+    assert_eq!(p, ["2:14: `jump` makes a cycle: db -> x -> db"]);
+}

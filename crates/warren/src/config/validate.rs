@@ -191,6 +191,37 @@ fn route(
     hosts: &mut BTreeMap<String, Arc<HostConfig>>,
     cx: &mut Ctx<'_>,
 ) -> Route {
+    route_via(name, host, names, defaults, hosts, cx, &mut Vec::new())
+}
+
+/// [`route`] for `name`, reached through the hosts on `path` (outermost first): a hop that
+/// only the ssh_config knows gets its own route from there too (its `ProxyJump` or
+/// `ProxyCommand`, as ssh honours them for a jump host), and a hop already on `path` is a
+/// cycle.
+fn route_via(
+    name: &str,
+    host: &RawHost,
+    names: &[String],
+    defaults: &RawHost,
+    hosts: &mut BTreeMap<String, Arc<HostConfig>>,
+    cx: &mut Ctx<'_>,
+    path: &mut Vec<String>,
+) -> Route {
+    path.push(name.to_string());
+    let route = route_of(name, host, names, defaults, hosts, cx, path);
+    path.pop();
+    route
+}
+
+fn route_of(
+    name: &str,
+    host: &RawHost,
+    names: &[String],
+    defaults: &RawHost,
+    hosts: &mut BTreeMap<String, Arc<HostConfig>>,
+    cx: &mut Ctx<'_>,
+    path: &mut Vec<String>,
+) -> Route {
     if let (Some(jump), Some(cmd)) = (&host.jump, &host.proxy_command)
         && !jump.get_ref().is_empty()
     {
@@ -211,6 +242,15 @@ fn route(
     let mut hops = Vec::new();
     for entry in jump.get_ref() {
         let text = entry.get_ref().trim();
+        // Only a chain that went through an ssh_config hop gets here with a longer path;
+        // cycles among [hosts.*] alone are reported by `find_jump_cycles`.
+        if path.len() > 1 && path.iter().any(|p| p == text) {
+            cx.err(
+                entry.span(),
+                format!("`jump` makes a cycle: {} -> {text}", path.join(" -> ")),
+            );
+            continue;
+        }
         if names.iter().any(|n| n == text) {
             hops.push(text.to_string());
             continue;
@@ -231,7 +271,8 @@ fn route(
                 if let Some(port) = port {
                     raw.port = Some(Spanned::new(entry.span(), port));
                 }
-                if let Some(h) = host_config(text, &raw, defaults, Route::Direct, cx) {
+                let hop_route = route_via(text, &raw, names, defaults, hosts, cx, path);
+                if let Some(h) = host_config(text, &raw, defaults, hop_route, cx) {
                     hosts.insert(text.to_string(), Arc::new(h));
                 }
                 hops.push(text.to_string());
