@@ -96,6 +96,16 @@ pub enum SshConfigError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The file may be changed by someone other than its owner or root (it can name a
+    /// `ProxyCommand`, which warren runs): OpenSSH's "Bad owner or permissions".
+    #[error(
+        "{file}: bad owner or permissions: it must belong to this user or root and not be          writable by group or others, since its ProxyCommand lines are run",
+        file = file.display()
+    )]
+    Permissions {
+        /// The file.
+        file: PathBuf,
+    },
     /// A line is wrong: a bad value, a bad `Match`, an include nested too deep...
     #[error("{file}:{line}: {message}", file = file.display())]
     Invalid {
@@ -113,7 +123,14 @@ impl SshConfig {
     /// and relative includes (`~/.ssh/`).
     pub fn load(path: &Path, home: Option<&Path>) -> Result<Self, SshConfigError> {
         match fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path, home),
+            Ok(text) => {
+                if !read::safe_owner_and_mode(path) {
+                    return Err(SshConfigError::Permissions {
+                        file: path.to_path_buf(),
+                    });
+                }
+                Self::parse(&text, path, home)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self {
                 root: File {
                     path: path.to_path_buf(),

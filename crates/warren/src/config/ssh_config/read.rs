@@ -93,10 +93,26 @@ fn read_included(path: &Path) -> Result<Option<String>, String> {
         return Ok(None);
     }
     match fs::read_to_string(path) {
+        Ok(_) if !safe_owner_and_mode(path) => Err(format!(
+            "bad owner or permissions on included file {}: it must belong to this user or \
+             root and not be writable by group or others, since its ProxyCommand lines are run",
+            path.display()
+        )),
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read included file {}: {e}", path.display())),
     }
+}
+
+/// OpenSSH's check on a user's config file and its includes: owned by this user or root,
+/// not writable by group or others.
+pub(super) fn safe_owner_and_mode(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    (meta.uid() == 0 || meta.uid() == uid) && meta.mode() & 0o022 == 0
 }
 
 /// The files an `Include` argument names: `~/` is the home directory, a relative path is

@@ -161,3 +161,42 @@ fn without_a_home_tilde_stays_and_relative_includes_fail() {
          which is unknown"
     );
 }
+
+#[test]
+fn a_file_others_may_change_is_refused_like_openssh_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |tree: &Tree, file: &str, m: u32| {
+        std::fs::set_permissions(tree.path(file), std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let tree = Tree::new(&[("home/.ssh/config", "Host x\n  ProxyCommand nc %h %p\n")]);
+    assert!(tree.load().is_ok());
+    mode(&tree, "home/.ssh/config", 0o666);
+    let got = tree.error();
+    assert!(
+        got.starts_with("$ROOT/home/.ssh/config: bad owner or permissions"),
+        "{got}"
+    );
+    mode(&tree, "home/.ssh/config", 0o640);
+    assert!(tree.load().is_ok(), "group-readable is fine, as in OpenSSH");
+
+    let tree = Tree::new(&[
+        ("home/.ssh/config", "Include inc.conf\n"),
+        ("home/.ssh/inc.conf", "Host x\n  ProxyCommand nc %h %p\n"),
+    ]);
+    mode(&tree, "home/.ssh/inc.conf", 0o620);
+    let got = tree.error();
+    assert!(
+        got.starts_with(
+            "$ROOT/home/.ssh/config:1: bad owner or permissions on included file $ROOT/home/.ssh/inc.conf"
+        ),
+        "{got}"
+    );
+    // Owned by another user (not root): refused too. Only root can hand a file away.
+    if nix::unistd::geteuid().is_root() {
+        mode(&tree, "home/.ssh/inc.conf", 0o644);
+        assert!(tree.load().is_ok());
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&tree.path("home/.ssh/inc.conf"), Some(nobody), None).unwrap();
+        assert!(tree.error().contains("bad owner or permissions"));
+    }
+}
