@@ -15,6 +15,7 @@ mod leaks;
 mod lifecycle;
 mod liveness;
 mod local_forward;
+mod logs;
 mod netns;
 mod reload;
 mod remote_forward;
