@@ -224,6 +224,37 @@ async fn user_certificate_authenticates_without_the_plain_key_authorized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_offer_a_certificate_kept_elsewhere_with_its_key() {
+    with_timeout(LIMIT, async {
+        let server = SshServer::start().await?;
+        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
+        let other = UserKey::generate(KeyKind::Ed25519, None).await?;
+        let ca = TestCa::generate().await?;
+        server.trust_user_ca(&ca).await?;
+        let user = current_user()?;
+        // Kept away from the key, as CertificateFile allows; and first in the list, a
+        // certificate for another key, which must be passed over.
+        let dir = tempfile::tempdir()?;
+        let mine = dir.path().join("mine-cert.pub");
+        std::fs::rename(ca.sign_user(&key, &[&user]).await?, &mine)?;
+        let theirs = dir.path().join("theirs-cert.pub");
+        std::fs::rename(ca.sign_user(&other, &[&user]).await?, &theirs)?;
+        ensure!(!key.cert_path().exists());
+        let extra = format!(
+            "certificate_files = [\"{}\", \"{}\"]",
+            theirs.display(),
+            mine.display()
+        );
+        let table = host_table_with("h", &server, &key, &server.known_hosts_path(), &extra);
+        let d = carries_bytes(&table).await?;
+        expect_accepted_in_log(&server, "ED25519-CERT").await?;
+        d.stop(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_fails_with_class_auth() {
     with_timeout(LIMIT, async {
         let server = SshServer::start().await?;

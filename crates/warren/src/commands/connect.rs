@@ -310,6 +310,7 @@ fn option(o: &str) -> Result<(String, String), String> {
         }
         "userknownhostsfile" => ("known_hosts", list(v, ' ')),
         "identityfile" => ("identity_files", list(v, ',')),
+        "certificatefile" => ("certificate_files", list(v, ',')),
         "serveraliveinterval" => ("keepalive_interval", quote(&secs(v))),
         "serveralivecountmax" => ("keepalive_count_max", v.to_string()),
         "connecttimeout" => ("connect_timeout", quote(&secs(v))),
@@ -320,7 +321,10 @@ fn option(o: &str) -> Result<(String, String), String> {
         _ => {
             let key = k.to_string();
             let value = match key.as_str() {
-                "identity_files" | "known_hosts" | "host_key_fingerprints" => list(v, ','),
+                "identity_files"
+                | "certificate_files"
+                | "known_hosts"
+                | "host_key_fingerprints" => list(v, ','),
                 "port" | "keepalive_count_max" => v.to_string(),
                 "agent" => v.to_string(),
                 _ => quote(v),
@@ -383,6 +387,8 @@ mod tests {
             "ServerAliveInterval=5",
             "-o",
             "StrictHostKeyChecking=accept-new",
+            "-o",
+            "CertificateFile=/k/id-ca.pub",
             "ops@gw.example.com",
         ]);
         let h = &c.hosts["gw.example.com"];
@@ -391,6 +397,10 @@ mod tests {
             ("gw.example.com", 2222, "tunnel")
         );
         assert_eq!(h.identity_files, [std::path::PathBuf::from("/k/id")]);
+        assert_eq!(
+            h.certificate_files,
+            [std::path::PathBuf::from("/k/id-ca.pub")]
+        );
         assert_eq!(h.keepalive_interval, std::time::Duration::from_secs(5));
         assert_eq!(h.host_key_policy, crate::config::HostKeyPolicy::AcceptNew);
         let f: Vec<(String, String, String)> = c

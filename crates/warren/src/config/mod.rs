@@ -81,6 +81,9 @@ pub struct HostConfig {
     /// True when `identity_files` was written in the file (a missing one is then an error,
     /// not something to skip quietly).
     pub identity_files_explicit: bool,
+    /// User certificates (`-cert.pub` files) offered with the identity whose key they
+    /// certify, besides each identity's own `KEY-cert.pub`.
+    pub certificate_files: Vec<PathBuf>,
     /// File holding the passphrase of encrypted keys.
     pub passphrase_file: Option<PathBuf>,
     /// Offer the keys of `$SSH_AUTH_SOCK`.

@@ -61,6 +61,7 @@ pub struct RawHost {
     pub user: Option<Str>,
     pub port: Option<Spanned<i64>>,
     pub identity_files: Option<StrList>,
+    pub certificate_files: Option<StrList>,
     pub passphrase_file: Option<Str>,
     pub agent: Option<Spanned<bool>>,
     pub password_file: Option<Str>,

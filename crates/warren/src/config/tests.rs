@@ -622,7 +622,7 @@ fn ssh_config_fills_what_the_toml_leaves_out() {
     let ssh = dir.path().join("ssh_config");
     std::fs::write(
         &ssh,
-        "Host db\n  HostName 10.0.0.5\n  User dbuser\n  Port 2222\n  IdentityFile /keys/db\n  ProxyJump gw\n  ServerAliveInterval 7\n  ServerAliveCountMax 4\n  ConnectTimeout 9\n  StrictHostKeyChecking accept-new\n\
+        "Host db\n  HostName 10.0.0.5\n  User dbuser\n  Port 2222\n  IdentityFile /keys/db\n  CertificateFile /certs/db-cert.pub\n  ProxyJump gw\n  ServerAliveInterval 7\n  ServerAliveCountMax 4\n  ConnectTimeout 9\n  StrictHostKeyChecking accept-new\n\
          Host gw\n  HostName gw.example.com\n  User jump\n\
          Host legacy\n  StrictHostKeyChecking no\n\
          Host viacmd\n  ProxyCommand nc -X connect -x proxy:3128 %h %p\n",
@@ -639,6 +639,7 @@ fn ssh_config_fills_what_the_toml_leaves_out() {
         ("10.0.0.5", "dbuser", 2222)
     );
     assert_eq!(db.identity_files, [PathBuf::from("/keys/db")]);
+    assert_eq!(db.certificate_files, [PathBuf::from("/certs/db-cert.pub")]);
     assert_eq!(db.route, Route::Jump(vec!["gw".into()]));
     assert_eq!(db.keepalive_interval, Duration::from_secs(7));
     assert_eq!(db.keepalive_count_max, 4);

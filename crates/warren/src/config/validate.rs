@@ -333,6 +333,12 @@ fn fill_from_ssh_config(h: &mut RawHost, name: &str, d: &RawHost, cx: &mut Ctx<'
     if h.identity_files.is_none() && d.identity_files.is_none() && !r.identity_files.is_empty() {
         h.identity_files = path_list(&r.identity_files);
     }
+    if h.certificate_files.is_none()
+        && d.certificate_files.is_none()
+        && !r.certificate_files.is_empty()
+    {
+        h.certificate_files = path_list(&r.certificate_files);
+    }
     if h.known_hosts.is_none()
         && d.known_hosts.is_none()
         && let Some(files) = r.user_known_hosts_files.as_ref().filter(|f| !f.is_empty())
@@ -461,6 +467,13 @@ fn host_config(
     };
     let identity = h.identity_files.as_ref().or(d.identity_files.as_ref());
     let identity_files = paths(identity, DEFAULT_IDENTITY_FILES, cx);
+    let certificate_files = paths(
+        h.certificate_files
+            .as_ref()
+            .or(d.certificate_files.as_ref()),
+        &[],
+        cx,
+    );
     let known_hosts = paths(
         h.known_hosts.as_ref().or(d.known_hosts.as_ref()),
         DEFAULT_KNOWN_HOSTS,
@@ -593,6 +606,7 @@ fn host_config(
         user,
         identity_files,
         identity_files_explicit: identity.is_some(),
+        certificate_files,
         passphrase_file,
         agent,
         password_file,

@@ -150,15 +150,15 @@ async fn try_identity<H: Handler>(
         }
     };
     let is_rsa = key.algorithm().is_rsa();
-    if let Some(cert) = load_certificate(path) {
+    for (cert_path, cert) in certificates_for(&key, path, &host.certificate_files) {
         tried
             .offered
-            .push(format!("certificate {}-cert.pub", path.display()));
+            .push(format!("certificate {}", cert_path.display()));
         let result = handle
             .authenticate_openssh_cert(&host.user, key.clone(), cert)
             .await?;
         if result.success() {
-            info!(method = "certificate", key = %path.display(), "authenticated");
+            info!(method = "certificate", key = %path.display(), cert = %cert_path.display(), "authenticated");
             return Ok(true);
         }
     }
@@ -220,21 +220,33 @@ pub fn load_key(
     }
 }
 
-/// `KEY-cert.pub` next to the key, as OpenSSH picks it up.
-fn load_certificate(key_path: &Path) -> Option<Certificate> {
-    let mut name = key_path.as_os_str().to_owned();
-    name.push("-cert.pub");
-    let path = PathBuf::from(name);
-    if !path.exists() {
-        return None;
-    }
-    match russh::keys::load_openssh_certificate(&path) {
-        Ok(cert) => Some(cert),
-        Err(e) => {
-            debug!(cert = %path.display(), error = %e, "unreadable certificate ignored");
-            None
+/// The certificates to offer with `key` (read from `key_path`): the `certificate_files`
+/// that certify this key, in order, then `KEY-cert.pub` next to the key, as OpenSSH picks
+/// them up. A certificate for another key, or one that cannot be read, is skipped.
+fn certificates_for(
+    key: &PrivateKey,
+    key_path: &Path,
+    configured: &[PathBuf],
+) -> Vec<(PathBuf, Certificate)> {
+    let mut beside = key_path.as_os_str().to_owned();
+    beside.push("-cert.pub");
+    let beside = PathBuf::from(beside);
+    let mut out: Vec<(PathBuf, Certificate)> = Vec::new();
+    for path in configured.iter().chain(std::iter::once(&beside)) {
+        if out.iter().any(|(p, _)| p == path) || !path.exists() {
+            continue;
+        }
+        match russh::keys::load_openssh_certificate(path) {
+            Ok(cert) if cert.public_key() == key.public_key().key_data() => {
+                out.push((path.clone(), cert));
+            }
+            Ok(_) => {
+                debug!(cert = %path.display(), key = %key_path.display(), "certificate is for another key")
+            }
+            Err(e) => debug!(cert = %path.display(), error = %e, "unreadable certificate ignored"),
         }
     }
+    out
 }
 
 #[cfg(test)]
