@@ -291,7 +291,10 @@ class Bench:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.args.keep_tmp:
+            log(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- environment ---------------------------------------------------------------------
 
@@ -385,7 +388,7 @@ Match all
             if fw.startswith("L") or fw == "D":
                 ports[fw] = free_port()
         logp = f"{self.tmp}/{kind}-{n}.log"
-        if kind == "warren":
+        if kind in ("warren", "before"):
             cfg = f"{self.tmp}/warren-{n}.toml"
             host = [f'hostname = "{LOOP}"', f"port = {self.sshd_port}", f'user = "{self.user}"',
                     f'identity_files = ["{self.tmp}/id_ed25519"]',
@@ -409,8 +412,13 @@ Match all
                              f'connect = "{LOOP}:{targets[fw]}"\n')
             with open(cfg, "w") as f:
                 f.write(text)
-            cmd = [self.args.warren, "run", "-c", cfg, "--log-format", "json"]
+            binary = self.args.warren if kind == "warren" else self.args.before
+            cmd = [binary, "run", "-c", cfg, "--log-format", "json"]
+            if self.args.warren_log:
+                cmd += ["--log-level", self.args.warren_log]
             env = None
+            if kind == "before" and self.args.before_env:
+                env = dict(os.environ, **dict(kv.split("=", 1) for kv in self.args.before_env))
         else:
             cmd = ["autossh", "-M", "0"] if kind == "autossh" else ["ssh"]
             cmd += ["-N", "-F", "/dev/null", "-p", str(self.sshd_port),
@@ -454,7 +462,7 @@ Match all
                 if fw in c.ports:
                     continue
                 t = targets[fw]
-                if c.kind == "warren":
+                if c.kind in ("warren", "before"):
                     for line in text.splitlines():
                         try:
                             j = json.loads(line)
@@ -503,13 +511,18 @@ Match all
     def record(self, fig, client, value):
         self.results.setdefault(fig, {}).setdefault(client, []).append(value)
 
+    def kinds(self, all_kinds):
+        if self.args.before:
+            all_kinds = all_kinds[:1] + ["before"] + all_kinds[1:]
+        return [k for k in all_kinds if k in self.args.clients or k == "before"]
+
     def turns(self, clients, rep):
         k = rep % len(clients)
         return clients[k:] + clients[:k]
 
     def throughput(self):
         a = self.args
-        kinds = ["warren", "ssh", "ssh-aes"]
+        kinds = self.kinds(["warren", "ssh", "ssh-aes"])
         log("throughput: starting warren, ssh, ssh -c " + AES)
         cl = {}
         for k in kinds:
@@ -538,7 +551,7 @@ Match all
 
     def latency(self):
         a = self.args
-        kinds = ["warren", "ssh"]
+        kinds = self.kinds(["warren", "ssh"])
         cl = getattr(self, "cl", None)
         if not cl:
             cl = {}
@@ -567,7 +580,7 @@ Match all
 
     def memory(self):
         a = self.args
-        kinds = ["warren", "ssh"]
+        kinds = self.kinds(["warren", "ssh"])
         counts = [1000] if a.quick else [1000, 10000]
         for n in counts:
             for rep in range(a.reps):
@@ -595,7 +608,7 @@ Match all
 
     def cold_start(self):
         a = self.args
-        kinds = ["warren", "ssh"]
+        kinds = self.kinds(["warren", "ssh"])
         for rep in range(max(a.reps, 5)):
             for k in self.turns(kinds, rep):
                 c = self.start(k, forwards=("L_echo",), ready=False)
@@ -631,10 +644,13 @@ Match all
         variants = [("warren", None), ("autossh", None)]
         if a.reconnect_min:
             variants.insert(1, ("warren", a.reconnect_min))
+        if a.before:
+            variants.insert(1, ("before", None))
+        variants = [v for v in variants if v[0] in a.clients or v[0] == "before"]
         for mode in ("kill", "freeze"):
             for rep in range(a.reps):
                 for kind, rmin in self.turns(variants, rep):
-                    label = kind if kind == "autossh" else f"warren reconnect_min={rmin or '1s (default)'}"
+                    label = kind if kind in ("autossh", "before") else f"warren reconnect_min={rmin or '1s (default)'}"
                     c = self.start(kind, forwards=("L_echo",), keepalive=(1, 2),
                                    reconnect_min=rmin)
                     time.sleep(0.5)
@@ -662,9 +678,11 @@ Match all
     def report(self, header):
         out = list(header)
         out.append("")
+        before = bool(self.args.before)
         out.append("| figure | warren | OpenSSH (default cipher) | warren/OpenSSH "
-                   f"| OpenSSH -c {AES} | warren/OpenSSH-aes |")
-        out.append("|---|---|---|---|---|---|")
+                   f"| OpenSSH -c {AES} | warren/OpenSSH-aes |"
+                   + (" warren before | warren/before |" if before else ""))
+        out.append("|---|---|---|---|---|---|" + ("---|---|" if before else ""))
 
         def cell(vals, digits):
             if not vals:
@@ -684,7 +702,7 @@ Match all
             unit = fig.rsplit("(", 1)[-1].rstrip(")")
             digits = {"Gbit/s": 2, "µs": 0, "ms": 1, "KiB": 1, "MiB": 2, "s": 3}.get(unit, 2)
             if "recovery" in fig:
-                for wk in [k for k in per if k.startswith("warren")]:
+                for wk in [k for k in per if k.startswith("warren") or k == "before"]:
                     out.append(f"| {fig}: {wk} vs autossh -M 0 | {cell(per[wk], digits)} | "
                                f"{cell(per.get('autossh'), digits)} | "
                                f"{ratio(per[wk], per.get('autossh'))} | — | — |")
@@ -693,7 +711,9 @@ Match all
                        f"{cell(per.get('ssh'), digits)} | "
                        f"{ratio(per.get('warren'), per.get('ssh'))} | "
                        f"{cell(per.get('ssh-aes'), digits)} | "
-                       f"{ratio(per.get('warren'), per.get('ssh-aes'))} |")
+                       f"{ratio(per.get('warren'), per.get('ssh-aes'))} |"
+                       + (f" {cell(per.get('before'), digits)} | "
+                          f"{ratio(per.get('warren'), per.get('before'))} |" if before else ""))
         if self.notes:
             out.append("")
             out.extend(f"- note: {n}" for n in self.notes)
@@ -891,6 +911,15 @@ def main():
     ap.add_argument("--http-mib", type=int, help="size of the HTTP download (default 2048)")
     ap.add_argument("--only", default="throughput,latency,memory,cold,recovery",
                     help="comma-separated figure groups to run")
+    ap.add_argument("--clients", default="warren,ssh,ssh-aes,autossh",
+                    help="which clients to measure (for development; default all)")
+    ap.add_argument("--before", help="a second warren binary (an older build) measured "
+                    "alongside, for before/after figures of a change")
+    ap.add_argument("--before-env", action="append", metavar="NAME=VALUE",
+                    help="environment of the --before warren (e.g. TOKIO_WORKER_THREADS=1)")
+    ap.add_argument("--warren-log", help="warren's --log-level (for development)")
+    ap.add_argument("--keep-tmp", action="store_true",
+                    help="keep the temp dir with every log (for development)")
     ap.add_argument("--reconnect-min", default="100ms",
                     help="also measure warren's recovery with this reconnect_min "
                          "('' to skip; the default 1s is always measured)")
@@ -914,6 +943,8 @@ def main():
     a.iterations = a.iterations or (200 if a.quick else 1000)
     a.http_mib = a.http_mib or (512 if a.quick else 2048)
     a.warren = os.path.abspath(a.warren)
+    a.before = a.before and os.path.abspath(a.before)
+    a.clients = a.clients.split(",")
     groups = [g.strip() for g in a.only.split(",") if g.strip()]
 
     def on_signal(sig, frame):

@@ -16,8 +16,38 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Counters;
 
-/// Buffer for one read: large enough for SSH's 32 KiB packets to pass whole.
-const BUF: usize = 64 * 1024;
+/// First size of a direction's buffer: an idle or interactive connection never needs more,
+/// and at ten thousand connections every byte of it counts twice.
+const BUF_MIN: usize = 2 * 1024;
+
+/// Largest size, reached by doubling each time a read fills the buffer: large enough for
+/// SSH's 32 KiB packets to pass whole, two at a time.
+const BUF_MAX: usize = 64 * 1024;
+
+/// A read buffer that starts small and grows while reads fill it. Its bytes are never zeroed
+/// (reads go into spare capacity), so a buffer costs memory only where data has been.
+struct Buf(Vec<u8>);
+
+impl Buf {
+    fn new() -> Self {
+        Self(Vec::with_capacity(BUF_MIN))
+    }
+
+    /// Reads once into the buffer (replacing what it held); the bytes read.
+    async fn read_from<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
+        let cap = self.0.capacity();
+        if self.0.len() == cap && cap < BUF_MAX {
+            // The last read filled the buffer: more is probably waiting.
+            self.0 = Vec::with_capacity((cap * 2).min(BUF_MAX));
+        }
+        self.0.clear();
+        r.read_buf(&mut self.0).await
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// How long a local peer may accept nothing while channel data waits for it.
 #[derive(Debug, Clone, Copy)]
@@ -87,14 +117,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF];
+    let mut buf = Buf::new();
     let mut total = 0u64;
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = buf.read_from(r).await?;
         if n == 0 {
             break;
         }
-        w.write_all(&buf[..n]).await?;
+        w.write_all(buf.bytes()).await?;
         total += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -114,17 +144,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF];
+    let mut buf = Buf::new();
     let mut total = 0u64;
     loop {
-        let n = chan.read(&mut buf).await?;
+        let n = buf.read_from(chan).await?;
         if n == 0 {
             local.shutdown().await?;
             return Ok(total);
         }
         let mut done = 0;
         while done < n {
-            let wrote = tokio::time::timeout(limits.stall, local.write(&buf[done..n]))
+            let wrote = tokio::time::timeout(limits.stall, local.write(&buf.bytes()[done..n]))
                 .await
                 .map_err(|_| {
                     io::Error::new(

@@ -2,10 +2,15 @@
 //! attempt), a `direct-tcpip` channel of the previous hop's session (jump chains), or the
 //! stdin/stdout of a ProxyCommand.
 
+use std::io;
 use std::pin::Pin;
 use std::process::Stdio;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
+use socket2::SockRef;
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream, ReadBuf,
+};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 use tracing::{Instrument, debug, info_span, warn};
@@ -48,7 +53,10 @@ pub async fn open(
             "jump chain without a running first hop".into(),
         )),
         (Route::ProxyCommand(cmd), _) => Ok(Box::pin(proxy_command(cmd, host)?)),
-        (Route::Direct, _) => Ok(Box::pin(tcp(&host.hostname, host.port).await?)),
+        (Route::Direct, _) => {
+            let stream = QuickAck(tcp(&host.hostname, host.port).await?);
+            Ok(Box::pin(BufReader::with_capacity(READ_BUFFER, stream)))
+        }
     }
 }
 
@@ -80,6 +88,66 @@ pub async fn tcp(host: &str, port: u16) -> Result<TcpStream, SessionError> {
         )
     });
     Err(SessionError::Connect { addr, source })
+}
+
+/// Bytes read from the server's TCP connection at once. russh reads each packet with two
+/// exact reads (its length, then the rest); through this buffer one system call brings in
+/// several packets (or a 32 KiB data packet and the start of the next).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The TCP connection to the server, acknowledging what it reads at once (`TCP_QUICKACK`,
+/// re-armed after every read because the kernel drops back to delayed ACKs).
+///
+/// sshd sets `TCP_NODELAY` only for sessions with a terminal, so its small packets (a
+/// `forwarded-tcpip` CHANNEL_OPEN, a channel's last bytes, CHANNEL_EOF/CLOSE) are held by
+/// Nagle's algorithm until its previous segment is acknowledged; with delayed ACKs here that
+/// is ~40 ms per request through a remote forward (OpenSSH's own client has the same stall).
+struct QuickAck(TcpStream);
+
+impl AsyncRead for QuickAck {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.0).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let _ = SockRef::from(&this.0).set_tcp_quickack(true);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for QuickAck {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }
 
 /// OpenSSH's ProxyCommand tokens: `%h` host, `%p` port, `%r` user, `%n` the name as written,
