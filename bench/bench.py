@@ -73,6 +73,40 @@ def echo_server():
     asyncio.run(main())
 
 
+def delay_proxy(target, rtt_ms):
+    """A long fat pipe: forwards to `target` (a port) with rtt_ms/2 of delay each way and
+    unbounded buffering, so that only the SSH channel windows limit what is in flight."""
+    raise_nofile()
+    delay = rtt_ms / 2000.0
+
+    async def pump(reader, writer):
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await reader.read(256 * 1024)
+                if not data:
+                    break
+                loop.call_later(delay, writer.write, data)
+        except OSError:
+            pass
+        loop.call_later(delay, writer.close)
+
+    async def client(reader, writer):
+        try:
+            r2, w2 = await asyncio.open_connection(LOOP, target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pump(reader, w2), pump(r2, writer))
+
+    async def main():
+        srv = await asyncio.start_server(client, LOOP, 0)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        await srv.serve_forever()
+
+    asyncio.run(main())
+
+
 def http_server(path):
     import http.server
 
@@ -333,6 +367,10 @@ Match all
             key = " ".join(f.read().split()[:2])
         with open(f"{t}/known_hosts", "w") as f:
             f.write(f"[{LOOP}]:{self.sshd_port} {key}\n")
+            if self.args.rtt:
+                self.slow_port = self._helper(["--delay-proxy", str(self.sshd_port),
+                                               str(self.args.rtt)])
+                f.write(f"[{LOOP}]:{self.slow_port} {key}\n")
         # helper servers
         self.echo = self._helper(["--echo-server"])
         big = f"{t}/big.bin"
@@ -376,7 +414,7 @@ Match all
     # -- clients -------------------------------------------------------------------------
 
     def start(self, kind, forwards=("L_iperf", "L_echo", "D", "R_iperf", "R_echo"),
-              keepalive=None, reconnect_min=None, ready=True):
+              keepalive=None, reconnect_min=None, ready=True, slow=False):
         """Starts a client; `forwards` names what it carries. Returns when every forward
         works (unless ready=False: then right after launch, for the cold-start figure)."""
         self.seq += 1
@@ -390,7 +428,8 @@ Match all
         logp = f"{self.tmp}/{kind}-{n}.log"
         if kind in ("warren", "before"):
             cfg = f"{self.tmp}/warren-{n}.toml"
-            host = [f'hostname = "{LOOP}"', f"port = {self.sshd_port}", f'user = "{self.user}"',
+            port = self.slow_port if slow else self.sshd_port
+            host = [f'hostname = "{LOOP}"', f"port = {port}", f'user = "{self.user}"',
                     f'identity_files = ["{self.tmp}/id_ed25519"]',
                     f'known_hosts = ["{self.tmp}/known_hosts"]', "agent = false"]
             if keepalive:
@@ -421,7 +460,8 @@ Match all
                 env = dict(os.environ, **dict(kv.split("=", 1) for kv in self.args.before_env))
         else:
             cmd = ["autossh", "-M", "0"] if kind == "autossh" else ["ssh"]
-            cmd += ["-N", "-F", "/dev/null", "-p", str(self.sshd_port),
+            port = self.slow_port if slow else self.sshd_port
+            cmd += ["-N", "-F", "/dev/null", "-p", str(port),
                     "-i", f"{self.tmp}/id_ed25519", "-o", "IdentitiesOnly=yes",
                     "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.tmp}/known_hosts",
                     "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
@@ -548,6 +588,23 @@ Match all
                 self.record(name, k, v / 1e9)
                 log(f"  {name} {k}: {v / 1e9:.2f} Gbit/s")
         self.cl = cl
+
+    def rtt(self):
+        """Throughput over a link with a round-trip time (a delay proxy in front of sshd):
+        what the channel windows allow, not what the CPUs can do."""
+        a = self.args
+        kinds = self.kinds(["warren", "ssh", "ssh-aes"])
+        cl = {k: self.start(k, forwards=("L_iperf",), slow=True) for k in kinds}
+        for name, kw in ((f"-L 1 stream down, {a.rtt} ms RTT, iperf3 -R (Gbit/s)",
+                          dict(reverse=True)),
+                         (f"-L 1 stream up, {a.rtt} ms RTT, iperf3 (Gbit/s)", dict())):
+            for rep in range(a.reps):
+                for k in self.turns(kinds, rep):
+                    v = iperf(cl[k].ports["L_iperf"], max(a.seconds, 4), **kw)
+                    self.record(name, k, v / 1e9)
+                    log(f"  {name} {k}: {v / 1e9:.3f} Gbit/s")
+        for c in cl.values():
+            self.stop(c.proc)
 
     def latency(self):
         a = self.args
@@ -909,8 +966,12 @@ def main():
     ap.add_argument("--iterations", type=int,
                     help="connect+echo iterations per latency figure (default 1000)")
     ap.add_argument("--http-mib", type=int, help="size of the HTTP download (default 2048)")
-    ap.add_argument("--only", default="throughput,latency,memory,cold,recovery",
-                    help="comma-separated figure groups to run")
+    ap.add_argument("--only", default="throughput,latency,memory,cold,recovery,rtt",
+                    help="comma-separated figure groups to run (default: all; rtt only "
+                         "with --rtt)")
+    ap.add_argument("--rtt", type=int, default=20,
+                    help="round-trip time in ms of the delayed link of the rtt group "
+                         "(default 20; 0 skips the group)")
     ap.add_argument("--clients", default="warren,ssh,ssh-aes,autossh",
                     help="which clients to measure (for development; default all)")
     ap.add_argument("--before", help="a second warren binary (an older build) measured "
@@ -933,11 +994,14 @@ def main():
     ap.add_argument("--out", help="also write the report to this file")
     ap.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--http-server", help=argparse.SUPPRESS)
+    ap.add_argument("--delay-proxy", nargs=2, type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.echo_server:
         return echo_server()
     if a.http_server:
         return http_server(a.http_server)
+    if a.delay_proxy:
+        return delay_proxy(*a.delay_proxy)
     a.reps = a.reps or (1 if a.quick else 3)
     a.seconds = a.seconds or (2 if a.quick else 5)
     a.iterations = a.iterations or (200 if a.quick else 1000)
@@ -946,6 +1010,8 @@ def main():
     a.before = a.before and os.path.abspath(a.before)
     a.clients = a.clients.split(",")
     groups = [g.strip() for g in a.only.split(",") if g.strip()]
+    if not a.rtt:
+        groups = [g for g in groups if g != "rtt"]
 
     def on_signal(sig, frame):
         raise SystemExit(128 + sig)
@@ -965,7 +1031,7 @@ def main():
                 log(f"WARNING: CPUs {busy * 100:.0f}% busy before {g}: noisy figures")
             b.loads.append((g, loadavg(), busy))
             {"throughput": b.throughput, "latency": b.latency, "memory": b.memory,
-             "cold": b.cold_start, "recovery": b.recovery}[g]()
+             "cold": b.cold_start, "recovery": b.recovery, "rtt": b.rtt}[g]()
         header = [
             f"command: bench/run.sh {' '.join(sys.argv[1:])}".rstrip(),
             f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, took {time.time() - started:.0f} s",

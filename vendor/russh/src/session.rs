@@ -316,8 +316,13 @@ impl Encrypted {
     }
 
     /// warren patch: the reader of `channel` took `len` bytes; grant the peer more window
-    /// once less than half of `target` is left, never more than `target` outstanding in
-    /// total (granted but unsent, plus received but unread).
+    /// as soon as a sixteenth of `target` can be granted, never more than `target`
+    /// outstanding in total (granted but unsent, plus received but unread).
+    ///
+    /// Like OpenSSH (which adjusts once three packets are consumed), the window is topped up
+    /// early and often, so the peer always has nearly all of it: throughput over a link
+    /// with a round-trip time approaches `target / RTT`. Waiting until half the window was
+    /// used, then granting in quarters, gave about a third of that.
     pub fn consume_window(
         &mut self,
         channel: ChannelId,
@@ -326,15 +331,12 @@ impl Encrypted {
     ) -> Result<(), crate::Error> {
         if let Some(channel) = self.channels.get_mut(&channel) {
             channel.unconsumed = channel.unconsumed.saturating_sub(len);
-            if channel.sender_window_size >= target / 2 {
-                return Ok(());
-            }
             let grant = target
                 .saturating_sub(channel.sender_window_size)
                 .saturating_sub(channel.unconsumed);
-            // Small grants wait for more consumption; once everything is read the grant is
-            // at least half the target, so the peer is never left without window.
-            if grant >= target / 4 || (channel.unconsumed == 0 && grant > 0) {
+            // Small grants wait for more consumption. The peer is never left without window:
+            // once it has less than half, everything read makes a grant above half.
+            if grant >= (target / 16).max(1) {
                 push_packet!(self.write, {
                     self.write.push(msg::CHANNEL_WINDOW_ADJUST);
                     channel.recipient_channel.encode(&mut self.write)?;
