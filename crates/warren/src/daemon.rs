@@ -90,11 +90,7 @@ impl Daemon {
         let mut bound = HashMap::new();
         for f in &config.forwards {
             let Some(addr) = ingress_of(f) else { continue };
-            let adopt = match addr {
-                BindAddr::Tcp(a) => inherited.remove(a),
-                BindAddr::Unix(_) => None,
-            };
-            let listener = Listener::bind(addr, adopt).map_err(|source| StartError::Bind {
+            let listener = bind(addr, &mut inherited).map_err(|source| StartError::Bind {
                 forward: f.name.clone(),
                 addr: addr.clone(),
                 source,
@@ -160,18 +156,10 @@ impl Daemon {
             }
             let ingress = match ingress_of(f) {
                 None => Ingress::None,
-                Some(addr) => {
-                    let adopt = match addr {
-                        BindAddr::Tcp(a) => inherited.remove(a),
-                        BindAddr::Unix(_) => None,
-                    };
-                    match Listener::bind(addr, adopt) {
-                        Ok(l) => Ingress::Bound(l),
-                        Err(e) => {
-                            Ingress::Retry(addr.clone(), format!("cannot listen on {addr}: {e}"))
-                        }
-                    }
-                }
+                Some(addr) => match bind(addr, &mut inherited) {
+                    Ok(l) => Ingress::Bound(l),
+                    Err(e) => Ingress::Retry(addr.clone(), format!("cannot listen on {addr}: {e}")),
+                },
             };
             self.start_forward(f, ingress);
         }
@@ -349,6 +337,18 @@ fn ingress_of(f: &ForwardConfig) -> Option<&BindAddr> {
         ForwardSpec::Local { listen, .. } | ForwardSpec::Dynamic { listen } => Some(listen),
         ForwardSpec::Remote { .. } => None,
     }
+}
+
+/// Binds `addr`, adopting the listener of `inherited` bound there already, if any.
+fn bind(
+    addr: &BindAddr,
+    inherited: &mut HashMap<SocketAddr, std::net::TcpListener>,
+) -> std::io::Result<Listener> {
+    let adopt = match addr {
+        BindAddr::Tcp(a) => inherited.remove(a),
+        BindAddr::Unix(_) => None,
+    };
+    Listener::bind(addr, adopt)
 }
 
 /// Serves a bound local or dynamic ingress until its forward stops.
