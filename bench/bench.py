@@ -157,6 +157,13 @@ def recv_exact(s, n):
     return buf
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -575,18 +582,27 @@ Match all
             ("-L 8 streams up, iperf3 -P 8 (Gbit/s)", "L_iperf", dict(parallel=8)),
             ("-R 1 stream, iperf3 (Gbit/s)", "R_iperf", dict()),
         ]
+        cpu = []
+
+        def measure(name, k, run):
+            c0 = cpu_seconds(cl[k].pid)
+            v, moved = run()
+            per_gib = (cpu_seconds(cl[k].pid) - c0) / (moved / 2**30)
+            self.record(name, k, v / 1e9)
+            cpu.append((name.replace(" (Gbit/s)", ", client CPU per GiB (s)"), k, per_gib))
+            log(f"  {name} {k}: {v / 1e9:.2f} Gbit/s, client CPU {per_gib:.3f} s/GiB")
+
         for name, fw, kw in tests:
             for rep in range(a.reps):
                 for k in self.turns(kinds, rep):
-                    v = iperf(cl[k].ports[fw], a.seconds, **kw)
-                    self.record(name, k, v / 1e9)
-                    log(f"  {name} {k}: {v / 1e9:.2f} Gbit/s")
+                    measure(name, k, lambda: iperf(cl[k].ports[fw], a.seconds, **kw))
         name = f"-D HTTP download of {a.http_mib} MiB, curl (Gbit/s)"
         for rep in range(a.reps):
             for k in self.turns(kinds, rep):
-                v = http_get(cl[k].ports["D"], self.http, a.http_mib)
-                self.record(name, k, v / 1e9)
-                log(f"  {name} {k}: {v / 1e9:.2f} Gbit/s")
+                measure(name, k, lambda: http_get(cl[k].ports["D"], self.http, a.http_mib))
+        # CPU cost per byte moved: steadier than throughput on a shared machine.
+        for name, k, v in cpu:
+            self.record(name, k, v)
         self.cl = cl
 
     def rtt(self):
@@ -600,7 +616,7 @@ Match all
                          (f"-L 1 stream up, {a.rtt} ms RTT, iperf3 (Gbit/s)", dict())):
             for rep in range(a.reps):
                 for k in self.turns(kinds, rep):
-                    v = iperf(cl[k].ports["L_iperf"], max(a.seconds, 4), **kw)
+                    v, _ = iperf(cl[k].ports["L_iperf"], max(a.seconds, 4), **kw)
                     self.record(name, k, v / 1e9)
                     log(f"  {name} {k}: {v / 1e9:.3f} Gbit/s")
         for c in cl.values():
@@ -814,7 +830,8 @@ def iperf(port, seconds, reverse=False, parallel=1):
         try:
             j = json.loads(r.stdout)
             if "error" not in j:
-                return j["end"]["sum_received"]["bits_per_second"]
+                moved = sum(i["sum"]["bytes"] for i in j["intervals"])
+                return j["end"]["sum_received"]["bits_per_second"], moved
             err = j["error"]
         except ValueError:
             err = r.stdout[-300:] + r.stderr[-300:]
@@ -831,7 +848,7 @@ def http_get(socks_port, http_port, mib):
     size, total, first = r.stdout.split()
     if int(size) != mib * 1024 * 1024:
         raise Failed(f"HTTP download got {size} bytes: {r.stderr}")
-    return int(size) * 8 / (float(total) - float(first))
+    return int(size) * 8 / (float(total) - float(first)), int(size)
 
 
 async def hold_many(port, n, rss, concurrency=64):
