@@ -605,3 +605,51 @@ async fn reconnect_now_replaces_a_live_session_at_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_is_replaced_at_once_but_a_flapping_one_backs_off() {
+    with_timeout(LIMIT, async {
+        let (server, key) = server_and_key().await?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let (listener, addr) = ingress();
+        // A backoff far longer than the test: only the immediate retry can bring h back.
+        let table = with_setting(&host_table("h", &server, &key), "reconnect_min", "\"20s\"");
+        let table = with_setting(&table, "reconnect_max", "\"30s\"");
+        let toml = table + &local("f", &addr.to_string(), &echo.addr().to_string());
+        let d = TestDaemon::start(&toml, vec![listener]).await?;
+        d.wait_up("h", STEP).await?;
+
+        // Lost once: a new session at once, no backoff wait.
+        let lost = Instant::now();
+        server.kill_sessions().await?;
+        d.wait_host("h", STEP, |s| s.reconnects == 1 && s.state == HostState::Up)
+            .await
+            .context("the first reconnect after a lost session must not wait 10-20 s")?;
+        eprintln!("up again {:?} after the session was killed", lost.elapsed());
+        carries_a_mib(addr).await?;
+        assert_eq!(server.sessions_accepted(), 2);
+
+        // Lost again within a minute: that is a flapping host, and it backs off.
+        server.kill_sessions().await?;
+        let st = d
+            .wait_host("h", STEP, |s| {
+                s.reconnects == 2 && matches!(s.state, HostState::Backoff { .. })
+            })
+            .await?;
+        let HostState::Backoff { retry_at } = st.state else {
+            unreachable!()
+        };
+        ensure!(
+            retry_at > SystemTime::now() + Duration::from_secs(8),
+            "the second loss waits the backoff: retry at {retry_at:?}"
+        );
+        assert_eq!(
+            server.sessions_accepted(),
+            2,
+            "no attempt during the backoff"
+        );
+        d.stop(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .await;
+}

@@ -19,7 +19,8 @@ use super::handler::ClientHandler;
 use super::router::{Incoming, RemoteRouter, RouteKey, SharedRouter};
 use crate::config::{Endpoint, HostConfig};
 
-/// A session that stayed up this long resets the backoff.
+/// A session that stayed up this long resets the backoff (and earns another immediate
+/// reconnect when it is lost).
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// The state of a host, as status shows it.
@@ -373,6 +374,10 @@ impl Supervisor {
         let mut ssh_config = ssh_client_config(&cfg);
         let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
         let mut last_logged: Option<String> = None;
+        // The first attempt after a lost session starts at once (the host was reachable a
+        // moment ago; autossh restarts at once too); later ones back off. Earned again by a
+        // session that stays up for STABLE_AFTER, so a flapping host cannot spin.
+        let mut quick_retry = true;
         loop {
             let latest = self.config.borrow().clone();
             if !Arc::ptr_eq(&cfg, &latest) {
@@ -381,6 +386,7 @@ impl Supervisor {
                 ssh_config = ssh_client_config(&cfg);
                 backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
                 last_logged = None;
+                quick_retry = true;
             }
             self.set_state(HostState::Connecting, None);
             let upstream = self.upstream.clone();
@@ -426,17 +432,20 @@ impl Supervisor {
                     };
                     if up_since.elapsed() >= STABLE_AFTER {
                         backoff.reset();
+                        quick_retry = true;
                     }
                     self.status.send_modify(|s| s.reconnects += 1);
                     warn!(reason = %why, "session lost; reconnecting");
+                    let lost = LastError {
+                        class: FailureClass::Network,
+                        message: why,
+                    };
+                    if std::mem::take(&mut quick_retry) {
+                        self.set_state(HostState::Connecting, Some(lost));
+                        continue;
+                    }
                     let delay = backoff.next_delay();
-                    self.set_state(
-                        backoff_state(delay, false),
-                        Some(LastError {
-                            class: FailureClass::Network,
-                            message: why,
-                        }),
-                    );
+                    self.set_state(backoff_state(delay, false), Some(lost));
                     delay
                 }
                 Err(e) => {
