@@ -99,13 +99,14 @@ pub(super) fn validate(
     let names: Vec<String> = raw.hosts.iter().map(|(n, _)| n.get_ref().clone()).collect();
     for (name, host) in &raw.hosts {
         check_host_name(name, &mut cx);
-        let route = route(
+        let route = route_via(
             name.get_ref(),
             host.get_ref(),
             &names,
             &defaults,
             &mut hosts,
             &mut cx,
+            &mut Vec::new(),
         );
         if let Some(h) = host_config(name.get_ref(), host.get_ref(), &defaults, route, &mut cx) {
             hosts.insert(h.name.clone(), Arc::new(h));
@@ -182,22 +183,11 @@ fn check_host_name(name: &Str, cx: &mut Ctx<'_>) {
     }
 }
 
-/// Resolves `jump` / `proxy_command`; ad-hoc `[user@]host[:port]` hops become host entries.
-fn route(
-    name: &str,
-    host: &RawHost,
-    names: &[String],
-    defaults: &RawHost,
-    hosts: &mut BTreeMap<String, Arc<HostConfig>>,
-    cx: &mut Ctx<'_>,
-) -> Route {
-    route_via(name, host, names, defaults, hosts, cx, &mut Vec::new())
-}
-
-/// [`route`] for `name`, reached through the hosts on `path` (outermost first): a hop that
-/// only the ssh_config knows gets its own route from there too (its `ProxyJump` or
-/// `ProxyCommand`, as ssh honours them for a jump host), and a hop already on `path` is a
-/// cycle.
+/// How host `name` is reached, from its `jump` or `proxy_command`; ad-hoc
+/// `[user@]host[:port]` hops become host entries. `path` holds the hosts `name` is reached
+/// through (outermost first, empty for a `[hosts.*]` table): a hop that only the ssh_config
+/// knows gets its own route from there too (its `ProxyJump` or `ProxyCommand`, as ssh honours
+/// them for a jump host), and a hop already on `path` is a cycle.
 fn route_via(
     name: &str,
     host: &RawHost,
