@@ -61,6 +61,8 @@ macro_rules! push_packet {
 
 mod channels;
 pub use channels::{Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf};
+/// warren patch: the halves of a [`ChannelStream`] (see [`ChannelStream::into_split`]).
+pub use channels::io::{ChannelCloseOnDrop, ChannelRx, ChannelTx};
 
 mod parsing;
 mod session;

@@ -23,6 +23,12 @@ where
     pub(super) fn new(tx: ChannelTx<S>, rx: ChannelRx<ChannelCloseOnDrop<S>>) -> Self {
         Self { tx, rx }
     }
+
+    /// warren patch: the reading and the writing half, usable at the same time without a
+    /// lock. The channel is closed when the reading half is dropped.
+    pub fn into_split(self) -> (ChannelRx<ChannelCloseOnDrop<S>>, ChannelTx<S>) {
+        (self.rx, self.tx)
+    }
 }
 
 impl<S> AsyncRead for ChannelStream<S>

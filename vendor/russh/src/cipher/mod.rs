@@ -292,22 +292,27 @@ pub(crate) trait SealingKey {
     }
 }
 
+/// Reads one packet into `buffer.buffer`, decrypted, without its padding and MAC tag.
+///
+/// warren patch: the packet gets an allocation of its own, filled straight from the reader
+/// (no zeroing first), so that the caller can hand it on without copying it (see
+/// `IncomingSshPacket`), and channel data can be a slice of it.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     stream: &mut R,
     buffer: &mut SSHBuffer,
     cipher: &mut (dyn OpeningKey + Send),
 ) -> Result<usize, Error> {
+    let l = cipher.packet_length_to_read_for_block_length();
     if buffer.len == 0 {
-        let mut len = vec![0; cipher.packet_length_to_read_for_block_length()];
+        let mut first = [0u8; 16];
+        let first = first.get_mut(..l).ok_or(Error::IndexOutOfBounds)?;
 
-        stream.read_exact(&mut len).await?;
-        trace!("reading, len = {len:?}");
+        stream.read_exact(first).await?;
+        trace!("reading, len = {first:?}");
         {
             let seqn = buffer.seqn.0;
-            buffer.buffer.clear();
-            buffer.buffer.extend_from_slice(&len);
             trace!("reading, seqn = {seqn:?}");
-            let len = cipher.decrypt_packet_length(seqn, &len);
+            let len = cipher.decrypt_packet_length(seqn, first);
             let len = BigEndian::read_u32(&len) as usize;
 
             if len > MAXIMUM_PACKET_LEN {
@@ -320,24 +325,25 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
             // slice. Reject it as a protocol error instead. The tag counts:
             // with an EtM MAC and 8-byte blocks (3des-cbc), packet_length can
             // be 8, and the probe also reads the start of the tag.
-            if len + PACKET_LENGTH_LEN + cipher.tag_len()
-                < cipher.packet_length_to_read_for_block_length()
-            {
+            if len + PACKET_LENGTH_LEN + cipher.tag_len() < l {
                 return Err(Error::PacketSize(len));
             }
 
             buffer.len = len + cipher.tag_len();
+            buffer.buffer = Vec::with_capacity(buffer.len + 4);
+            buffer.buffer.extend_from_slice(first);
             trace!("reading, clear len = {:?}", buffer.len);
         }
     }
 
-    buffer.buffer.resize(buffer.len + 4, 0);
-    trace!("read_exact {:?}", buffer.len + 4);
-
-    let l = cipher.packet_length_to_read_for_block_length();
-
-    #[allow(clippy::indexing_slicing)] // length checked
-    stream.read_exact(&mut buffer.buffer[l..]).await?;
+    // The rest of the packet, read into the spare capacity: `read_buf` never zeroes it.
+    let total = buffer.len + 4;
+    while buffer.buffer.len() < total {
+        let missing = (total - buffer.buffer.len()) as u64;
+        if (&mut *stream).take(missing).read_buf(&mut buffer.buffer).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
 
     trace!("read_exact done");
     let seqn = buffer.seqn.0;
@@ -358,7 +364,7 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     buffer.len = 0;
 
     // Remove the padding
-    buffer.buffer.resize(plaintext_end + 4, 0);
+    buffer.buffer.truncate(plaintext_end + 4);
 
     Ok(plaintext_end + 4)
 }

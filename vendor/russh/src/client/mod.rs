@@ -94,7 +94,7 @@ pub struct Session {
     channels: HashMap<ChannelId, ChannelRef>,
     #[allow(dead_code)] // warren patch: window growth is driven by consumption now
     target_window_size: u32,
-    pending_reads: Vec<Vec<u8>>,
+    pending_reads: Vec<bytes::Bytes>,
     pending_len: u32,
     priority_sender: UnboundedSender<Msg>,
     priority_receiver: UnboundedReceiver<Msg>,
@@ -1241,9 +1241,11 @@ where
 
     let (handle_sender, session_receiver) = channel(10);
     let (session_sender, handle_receiver) = unbounded_channel();
-    if config.maximum_packet_size > 65535 {
+    // warren patch: packets of up to 256 KiB are read (cipher::MAXIMUM_PACKET_LEN); the
+    // channel maximum is the data of one packet, not a TCP segment.
+    if config.maximum_packet_size > 256 * 1024 {
         error!(
-            "Maximum packet size ({:?}) should not larger than a TCP packet (65535)",
+            "Maximum packet size ({:?}) is larger than the largest packet read (256 KiB)",
             config.maximum_packet_size
         );
     }
@@ -1306,24 +1308,27 @@ async fn start_reading<R: AsyncRead + Unpin>(
 }
 
 impl Session {
-    fn maybe_decompress(&mut self, buffer: &SSHBuffer) -> Result<IncomingSshPacket, Error> {
-        if let Some(ref mut enc) = self.common.encrypted {
+    /// The payload of the packet just read. warren patch: without compression it is the
+    /// packet's own allocation, taken from `buffer`, not a copy.
+    fn maybe_decompress(&mut self, buffer: &mut SSHBuffer) -> Result<IncomingSshPacket, Error> {
+        if let Some(ref mut enc) = self.common.encrypted
+            && !matches!(enc.decompress, crate::compression::Decompress::None)
+        {
             let mut decomp = Vec::new();
-            Ok(IncomingSshPacket {
+            let payload = enc.decompress.decompress(
                 #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
-                    &buffer.buffer[5..],
-                    &mut decomp,
-                )?.into(),
+                &buffer.buffer[5..],
+                &mut decomp,
+            )?;
+            return Ok(IncomingSshPacket {
+                buffer: bytes::Bytes::copy_from_slice(payload),
                 seqn: buffer.seqn,
-            })
-        } else {
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
-                seqn: buffer.seqn,
-            })
+            });
         }
+        Ok(IncomingSshPacket {
+            buffer: bytes::Bytes::from(std::mem::take(&mut buffer.buffer)).slice(5..),
+            seqn: buffer.seqn,
+        })
     }
 
     fn new(
@@ -1461,7 +1466,7 @@ impl Session {
                         break
                     }
 
-                    let mut pkt = self.maybe_decompress(&buffer)?;
+                    let mut pkt = self.maybe_decompress(&mut buffer)?;
                     if !pkt.buffer.is_empty() {
                         #[allow(clippy::indexing_slicing)] // length checked
                         if pkt.buffer[0] == crate::msg::DISCONNECT {
@@ -2319,12 +2324,12 @@ mod tests {
 
         for _ in 0..2 {
             session
-                .process_packet(&mut TestHandler, &packet)
+                .process_packet(&mut TestHandler, &bytes::Bytes::from(packet.clone()))
                 .await
                 .unwrap();
         }
         assert!(session
-            .process_packet(&mut TestHandler, &packet)
+            .process_packet(&mut TestHandler, &bytes::Bytes::from(packet.clone()))
             .await
             .is_err());
         assert_eq!(
@@ -2338,7 +2343,7 @@ mod tests {
         let (mut session, _sender, mut reply, host_key) = hostkeys_prove_session();
         let packet = hostkeys_proof_packet(&host_key, HOSTKEYS_SESSION_ID);
         session
-            .process_packet(&mut TestHandler, &packet)
+            .process_packet(&mut TestHandler, &bytes::Bytes::from(packet.clone()))
             .await
             .unwrap();
 
@@ -2351,7 +2356,7 @@ mod tests {
         let (mut session, _sender, mut reply, host_key) = hostkeys_prove_session();
         let packet = hostkeys_proof_packet(&host_key, b"some-other-session");
         session
-            .process_packet(&mut TestHandler, &packet)
+            .process_packet(&mut TestHandler, &bytes::Bytes::from(packet.clone()))
             .await
             .unwrap();
 
@@ -2365,7 +2370,7 @@ mod tests {
     async fn hostkeys_prove_reply_rejects_missing_signature() {
         let (mut session, _sender, mut reply, _host_key) = hostkeys_prove_session();
         session
-            .process_packet(&mut TestHandler, &[crate::msg::REQUEST_SUCCESS])
+            .process_packet(&mut TestHandler, &bytes::Bytes::from_static(&[crate::msg::REQUEST_SUCCESS]))
             .await
             .unwrap();
 
@@ -2376,7 +2381,7 @@ mod tests {
     async fn hostkeys_prove_failure_reply_is_denied() {
         let (mut session, _sender, mut reply, _host_key) = hostkeys_prove_session();
         session
-            .process_packet(&mut TestHandler, &[crate::msg::REQUEST_FAILURE])
+            .process_packet(&mut TestHandler, &bytes::Bytes::from_static(&[crate::msg::REQUEST_FAILURE]))
             .await
             .unwrap();
 
@@ -2550,7 +2555,7 @@ mod tests {
         let (mut session, _sender, mut replies) = keyboard_interactive_session();
         let mut handler = TestHandler;
         let err = session
-            .process_packet(&mut handler, &oversized_prompt_count_packet())
+            .process_packet(&mut handler, &bytes::Bytes::from(oversized_prompt_count_packet()))
             .await
             .expect_err("malformed prompt count must fail");
 
@@ -2588,7 +2593,7 @@ mod tests {
         let mut handler = TestHandler;
         let mut kex_done_signal = None;
         let buffer = incoming_packet(compressed_debug_payload(200 * 1024));
-        let mut pkt: IncomingSshPacket = session.maybe_decompress(&buffer).unwrap();
+        let mut pkt: IncomingSshPacket = session.maybe_decompress(&mut buffer).unwrap();
 
         super::reply(&mut session, &mut handler, &mut kex_done_signal, &mut pkt)
             .await
@@ -2604,7 +2609,7 @@ mod tests {
         let oversized = crate::cipher::MAXIMUM_DECOMPRESSED_PACKET_LEN + 1024;
         let buffer = incoming_packet(compressed_debug_payload(oversized));
 
-        let err = session.maybe_decompress(&buffer).unwrap_err();
+        let err = session.maybe_decompress(&mut buffer).unwrap_err();
         assert!(
             matches!(err, crate::Error::PacketSize(len) if len > crate::cipher::MAXIMUM_DECOMPRESSED_PACKET_LEN)
         );
