@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf as _, Bytes};
+use bytes::{Buf as _, Bytes, BytesMut};
 use russh::{ChannelCloseOnDrop, ChannelId, ChannelMsg, ChannelRx, ChannelStream, ChannelTx};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -27,8 +27,8 @@ use super::Counters;
 pub trait Channel {
     /// Its data, in the chunks it arrived in.
     type Reader: Chunks + Send;
-    /// Writes to it.
-    type Writer: AsyncWrite + Unpin + Send;
+    /// Takes data to send in chunks, without copying them.
+    type Writer: ChunkWrite + Send;
     /// The two halves, used at the same time.
     fn into_split(self) -> (Self::Reader, Self::Writer);
 }
@@ -42,6 +42,14 @@ pub trait Chunks {
         out: &mut Vec<Bytes>,
         max: usize,
     ) -> impl Future<Output = io::Result<bool>> + Send;
+}
+
+/// Data sent in chunks handed over whole (no copy).
+pub trait ChunkWrite {
+    /// Sends `data`, waiting for the window as needed.
+    fn write_chunk(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends end of file.
+    fn finish(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 impl<S> Channel for ChannelStream<S>
@@ -65,6 +73,19 @@ where
     }
 }
 
+impl<S> ChunkWrite for ChannelTx<S>
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.write_bytes(data).await
+    }
+
+    async fn finish(&mut self) -> io::Result<()> {
+        self.shutdown().await
+    }
+}
+
 /// Most bytes of channel data gathered for one write to the local peer: whatever queued
 /// while the session task read the SSH connection goes out in one system call.
 const BATCH: usize = 256 * 1024;
@@ -72,38 +93,12 @@ const BATCH: usize = 256 * 1024;
 /// Chunks given to one `writev`.
 const SLICES: usize = 64;
 
-/// First size of a direction's buffer: an idle or interactive connection never needs more,
-/// and at ten thousand connections every byte of it counts twice.
+/// First size of the buffer that local data is read into: an idle or interactive
+/// connection never needs more, and at ten thousand connections every byte of it counts.
 const BUF_MIN: usize = 2 * 1024;
 
-/// Largest size, reached by doubling each time a read fills the buffer: large enough for
-/// SSH's 32 KiB packets to pass whole, two at a time.
+/// Largest size, reached by doubling each time a read fills the buffer.
 const BUF_MAX: usize = 64 * 1024;
-
-/// A read buffer that starts small and grows while reads fill it. Its bytes are never zeroed
-/// (reads go into spare capacity), so a buffer costs memory only where data has been.
-struct Buf(Vec<u8>);
-
-impl Buf {
-    fn new() -> Self {
-        Self(Vec::with_capacity(BUF_MIN))
-    }
-
-    /// Reads once into the buffer (replacing what it held); the bytes read.
-    async fn read_from<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
-        let cap = self.0.capacity();
-        if self.0.len() == cap && cap < BUF_MAX {
-            // The last read filled the buffer: more is probably waiting.
-            self.0 = Vec::with_capacity((cap * 2).min(BUF_MAX));
-        }
-        self.0.clear();
-        r.read_buf(&mut self.0).await
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
 
 /// How long a local peer may accept nothing while channel data waits for it.
 #[derive(Debug, Clone, Copy)]
@@ -167,24 +162,32 @@ where
     tokio::try_join!(up, down)
 }
 
-/// A plain copy (the channel's own window gives back-pressure here), then EOF downstream.
+/// Local data to the channel (whose window gives back-pressure), then EOF. Each read is
+/// handed to the channel as it is; its buffer comes back for the next read once the session
+/// has sent it (`BytesMut::reserve` reclaims it), and grows while reads fill it.
 async fn copy_counted<R, W>(r: &mut R, w: &mut W, counter: &AtomicU64) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: ChunkWrite,
 {
-    let mut buf = Buf::new();
+    let mut buf = BytesMut::new();
+    let mut size = BUF_MIN;
     let mut total = 0u64;
     loop {
-        let n = buf.read_from(r).await?;
+        buf.reserve(size);
+        let n = r.read_buf(&mut buf).await?;
         if n == 0 {
             break;
         }
-        w.write_all(buf.bytes()).await?;
+        if n >= size {
+            // The read filled the buffer: more is probably waiting.
+            size = (size * 2).min(BUF_MAX);
+        }
+        w.write_chunk(buf.split().freeze()).await?;
         total += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
-    w.shutdown().await?;
+    w.finish().await?;
     Ok(total)
 }
 
@@ -260,6 +263,16 @@ mod tests {
         fn into_split(self) -> (Self::Reader, Self::Writer) {
             let (r, w) = tokio::io::split(self);
             (ReadChunks(r), w)
+        }
+    }
+
+    impl ChunkWrite for WriteHalf<DuplexStream> {
+        async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+            self.write_all(&data).await
+        }
+
+        async fn finish(&mut self) -> io::Result<()> {
+            self.shutdown().await
         }
     }
 

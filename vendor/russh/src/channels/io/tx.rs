@@ -150,6 +150,30 @@ where
     }
 }
 
+impl<S> ChannelTx<S>
+where
+    S: From<(ChannelId, ChannelMsg)> + 'static + Send,
+{
+    /// warren patch: sends `data` as channel data without copying it, in pieces of at most
+    /// the peer's packet size, each as the window allows (what `poll_write` does with a copy
+    /// of its buffer). Not to be mixed with an unfinished `poll_write`.
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> Result<(), io::Error> {
+        while !data.is_empty() {
+            let writable = std::future::poll_fn(|cx| self.poll_writable(cx, data.len())).await;
+            let chunk = data.split_to(writable.get());
+            let msg = match self.ext {
+                None => ChannelMsg::Data { data: chunk },
+                Some(ext) => ChannelMsg::ExtendedData { data: chunk, ext },
+            };
+            self.sender
+                .send((self.id, msg).into())
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "channel closed"))?;
+        }
+        Ok(())
+    }
+}
+
 impl<S> AsyncWrite for ChannelTx<S>
 where
     S: From<(ChannelId, ChannelMsg)> + 'static + Send,
