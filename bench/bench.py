@@ -638,18 +638,22 @@ Match all
                 for k in self.turns(kinds, rep):
                     samples = []
                     errors = 0
+                    cpu0 = cpu_seconds(cl[k].pid)
                     for _ in range(a.iterations):
                         try:
                             samples.append(echo_once(cl[k].ports[fw], socks=socks))
                         except OSError:
                             errors += 1
+                    cpu = (cpu_seconds(cl[k].pid) - cpu0) / a.iterations * 1e6
                     if errors:
                         self.notes.append(f"{k} {path}: {errors} of {a.iterations} "
                                           "connect+echo attempts failed")
                     p50, p99 = pct(samples, 50) * 1e6, pct(samples, 99) * 1e6
                     self.record(f"{path} connect+echo+close p50 (µs)", k, p50)
                     self.record(f"{path} connect+echo+close p99 (µs)", k, p99)
-                    log(f"  {path} latency {k}: p50 {p50:.0f} µs p99 {p99:.0f} µs")
+                    self.record(f"{path} client CPU per connection (µs)", k, cpu)
+                    log(f"  {path} latency {k}: p50 {p50:.0f} µs p99 {p99:.0f} µs, "
+                        f"client CPU {cpu:.0f} µs per connection")
 
     def memory(self):
         a = self.args

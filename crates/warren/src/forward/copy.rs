@@ -4,8 +4,9 @@
 //! Back-pressure is the SSH window's: warren's russh (vendor/russh) re-opens a channel's
 //! window only as its reader takes the data, so a local peer that reads slowly slows only
 //! its own channel, and what it can pin is bounded by the window (`window_size` of the
-//! russh config) plus one batch ([`BATCH`]). A peer that accepts nothing at all for
-//! [`Limits::stall`] while data waits for it is taken for gone, and its connection closed.
+//! russh config) plus one batch ([`BATCH`], and the packet that crossed it). A peer that
+//! accepts nothing at all for [`Limits::stall`] while data waits for it is taken for gone,
+//! and its connection closed.
 //!
 //! Channel data is not copied on its way to the local peer: the chunks russh received
 //! (slices of the decrypted SSH packets) are written as they are, every chunk already
