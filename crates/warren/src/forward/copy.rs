@@ -37,7 +37,9 @@ pub trait Channel {
 /// Data read in the chunks it arrived in, handed over without a copy.
 pub trait Chunks {
     /// Waits for data, then appends to `out` every non-empty chunk already there while `out`
-    /// holds less than `max` bytes; false at end of file (nothing appended).
+    /// holds less than `max` bytes (and, from a russh channel, fewer than `SLICES` chunks:
+    /// a flood of tiny packets is not gathered beyond one `writev`); false at end of file
+    /// (nothing appended).
     fn next_chunks(
         &mut self,
         out: &mut Vec<Bytes>,
@@ -70,7 +72,7 @@ where
     S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
 {
     async fn next_chunks(&mut self, out: &mut Vec<Bytes>, max: usize) -> io::Result<bool> {
-        Ok(self.read_chunks(out, max).await)
+        Ok(self.read_chunks(out, max, SLICES).await)
     }
 }
 

@@ -32,14 +32,15 @@ where
 {
     /// warren patch: the channel's data in the chunks it arrived in (one per SSH packet),
     /// handed over without a copy (empty ones are skipped). Waits for a chunk, then takes
-    /// every further chunk already queued while `out` holds less than `max` bytes.
-    /// Ready(false) at end of file (with nothing added); the chunks taken are reported
-    /// consumed, as by `poll_read`.
+    /// every further chunk already queued while `out` holds less than `max_bytes` bytes and
+    /// fewer than `max_chunks` chunks. Ready(false) at end of file (with nothing added); the
+    /// chunks taken are reported consumed, as by `poll_read`.
     pub fn poll_chunks(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut Vec<Bytes>,
-        max: usize,
+        max_bytes: usize,
+        max_chunks: usize,
     ) -> Poll<bool> {
         let mut held: usize = 0;
         loop {
@@ -74,15 +75,20 @@ where
                 }
                 _ => {}
             }
-            if held >= max {
+            if held >= max_bytes || out.len() >= max_chunks {
                 return Poll::Ready(true);
             }
         }
     }
 
     /// [`Self::poll_chunks`] as a future.
-    pub async fn read_chunks(&mut self, out: &mut Vec<Bytes>, max: usize) -> bool {
-        std::future::poll_fn(|cx| self.poll_chunks(cx, out, max)).await
+    pub async fn read_chunks(
+        &mut self,
+        out: &mut Vec<Bytes>,
+        max_bytes: usize,
+        max_chunks: usize,
+    ) -> bool {
+        std::future::poll_fn(|cx| self.poll_chunks(cx, out, max_bytes, max_chunks)).await
     }
 }
 
