@@ -383,6 +383,11 @@ Match all
         big = f"{t}/big.bin"
         with open(big, "wb") as f:
             f.truncate(self.args.http_mib * 1024 * 1024)  # sparse: no disk, page cache zeros
+        # Read once now: the first read of the file fills the page cache (about half the
+        # speed of later ones), which would otherwise slow whichever client downloads first.
+        with open(big, "rb") as f:
+            while f.read(1 << 20):
+                pass
         self.http = self._helper(["--http-server", big])
         self.iperf_port = free_port()
         self.iperf = self.spawn(["iperf3", "-s", "-B", LOOP, "-p", str(self.iperf_port)],
