@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use tracing_log::AsLog as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogArgs, LogFormat};
@@ -22,7 +23,14 @@ pub fn init(args: &LogArgs) {
         format!("{filter},russh=warn")
     };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info,russh=warn"));
-    let _ = tracing_log::LogTracer::init();
+    // russh logs through `log` on every packet; records the filter would drop anyway are
+    // cut off at `log`'s own level check instead of each going through the bridge.
+    let log_level = filter
+        .max_level_hint()
+        .map_or(tracing_log::log::LevelFilter::Trace, |level| level.as_log());
+    let _ = tracing_log::LogTracer::builder()
+        .with_max_level(log_level)
+        .init();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
