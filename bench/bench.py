@@ -637,28 +637,47 @@ Match all
                 off = self.sshd_offset()
                 cl[k] = self.start(k)
                 self.ciphers[k] = self.cipher_of(off)
-        for path, fw, socks in (("-L", "L_echo", None), ("-D", "D", self.echo),
-                                ("-R", "R_echo", None)):
-            for rep in range(a.reps):
-                for k in self.turns(kinds, rep):
-                    samples = []
-                    errors = 0
-                    cpu0 = cpu_seconds(cl[k].pid)
-                    for _ in range(a.iterations):
-                        try:
-                            samples.append(echo_once(cl[k].ports[fw], socks=socks))
-                        except OSError:
-                            errors += 1
-                    cpu = (cpu_seconds(cl[k].pid) - cpu0) / a.iterations * 1e6
-                    if errors:
-                        self.notes.append(f"{k} {path}: {errors} of {a.iterations} "
-                                          "connect+echo attempts failed")
-                    p50, p99 = pct(samples, 50) * 1e6, pct(samples, 99) * 1e6
-                    self.record(f"{path} connect+echo+close p50 (µs)", k, p50)
-                    self.record(f"{path} connect+echo+close p99 (µs)", k, p99)
-                    self.record(f"{path} client CPU per connection (µs)", k, cpu)
-                    log(f"  {path} latency {k}: p50 {p50:.0f} µs p99 {p99:.0f} µs, "
-                        f"client CPU {cpu:.0f} µs per connection")
+        paths = (("-L", "L_echo", None), ("-D", "D", self.echo), ("-R", "R_echo", None))
+        for path, fw, socks in paths:
+            self.latency_rounds(kinds, cl, path, fw, socks, "")
+        # The same with connections already open through the session (a connection pool
+        # behind a tunnel): both ssh and sshd walk every channel on each turn of their loop.
+        n = 200 if a.quick else 1000
+        held = {k: hold_open(cl[k].ports["L_echo"], n) for k in kinds}
+        try:
+            for k in kinds:
+                if len(held[k]) < n:
+                    self.notes.append(f"{k}: only {len(held[k])} of {n} connections held "
+                                      "for the loaded latency figures")
+            for path, fw, socks in paths[:2]:
+                self.latency_rounds(kinds, cl, path, fw, socks, f", {n} other connections open")
+        finally:
+            for socks_held in held.values():
+                for s in socks_held:
+                    s.close()
+
+    def latency_rounds(self, kinds, cl, path, fw, socks, label):
+        a = self.args
+        for rep in range(a.reps):
+            for k in self.turns(kinds, rep):
+                samples = []
+                errors = 0
+                cpu0 = cpu_seconds(cl[k].pid)
+                for _ in range(a.iterations):
+                    try:
+                        samples.append(echo_once(cl[k].ports[fw], socks=socks))
+                    except OSError:
+                        errors += 1
+                cpu = (cpu_seconds(cl[k].pid) - cpu0) / a.iterations * 1e6
+                if errors:
+                    self.notes.append(f"{k} {path}{label}: {errors} of {a.iterations} "
+                                      "connect+echo attempts failed")
+                p50, p99 = pct(samples, 50) * 1e6, pct(samples, 99) * 1e6
+                self.record(f"{path} connect+echo+close p50{label} (µs)", k, p50)
+                self.record(f"{path} connect+echo+close p99{label} (µs)", k, p99)
+                self.record(f"{path} client CPU per connection{label} (µs)", k, cpu)
+                log(f"  {path} latency{label} {k}: p50 {p50:.0f} µs p99 {p99:.0f} µs, "
+                    f"client CPU {cpu:.0f} µs per connection")
 
     def memory(self):
         a = self.args
@@ -737,6 +756,12 @@ Match all
                                    reconnect_min=rmin)
                     time.sleep(0.5)
                     echo_once(c.ports["L_echo"])
+                    if mode == "freeze":
+                        # A freeze comes at any moment of the keepalive cycle: warren counts
+                        # silence from the last packet received, ssh checks on a fixed beat
+                        # from its start. Each repetition freezes at another point of the
+                        # 1 s interval after the echo, the same for every client.
+                        time.sleep((rep + 0.5) / a.reps)
                     pids = self.server_pids(c)
                     if not pids:
                         raise Failed(f"recovery: no sshd process found for {kind}")
@@ -858,6 +883,26 @@ def http_get(socks_port, http_port, mib):
     if int(size) != mib * 1024 * 1024:
         raise Failed(f"HTTP download got {size} bytes: {r.stderr}")
     return int(size) * 8 / (float(total) - float(first)), int(size)
+
+
+def hold_open(port, n):
+    """Opens n connections through `port`, one at a time, each echoing one byte; returns
+    those that worked (the caller closes them)."""
+    held = []
+    for _ in range(n):
+        try:
+            s = socket.create_connection((LOOP, port), 10)
+        except OSError:
+            continue
+        try:
+            s.sendall(b"x")
+            if recv_exact(s, 1) == b"x":
+                held.append(s)
+                continue
+        except OSError:
+            pass
+        s.close()
+    return held
 
 
 async def hold_many(port, n, rss, concurrency=64):
