@@ -1,7 +1,9 @@
 //! Liveness, reconnect and failure isolation against the real sshd: a killed session, a
-//! black hole between warren and sshd, a frozen sshd, a remote port still held by the dead
-//! session, auth and host-key failures retried slowly and logged once, and `reconnect_now`.
+//! black hole between warren and sshd, a frozen sshd (and a connection made during the
+//! freeze), a remote port still held by the dead session, auth and host-key failures retried
+//! slowly and logged once, and `reconnect_now`.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail, ensure};
@@ -227,6 +229,49 @@ async fn frozen_sshd_is_detected_and_recovers_when_thawed() {
             .wait_sessions(STEP, "the old session to end", |c| c.alive == 1)
             .await?;
         eprintln!("frozen server detected after {detected:?} (bound {bound:?})");
+        d.stop(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .await;
+}
+
+/// A connection accepted while the session is frozen has its channel open pending on the
+/// dead session; its bytes wait unread in its socket, so the open moves to the next session
+/// and the connection works, instead of being closed when the freeze is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_made_during_a_freeze_is_carried_by_the_next_session() {
+    with_timeout(LIMIT, async {
+        let (server, key) = server_and_key().await?;
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let (listener, addr) = ingress();
+        let toml = fast_timers(&host_table("h", &server, &key))
+            + &local("f", &addr.to_string(), &echo.addr().to_string());
+        let d = TestDaemon::start(&toml, vec![listener]).await?;
+        d.wait_up("h", STEP).await?;
+
+        assert_eq!(server.freeze_sessions()?, 1);
+        let stream = TcpStream::connect(addr).await?;
+        let transfer = tokio::spawn(push_through(stream, MIB));
+        let counters = d.forward("f").counters.clone();
+        wait_until(STEP, "the connection to be accepted", || {
+            counters.active.load(Ordering::SeqCst) == 1
+        })
+        .await?;
+        d.wait_host("h", dead_after() + MARGIN, |s| s.state != HostState::Up)
+            .await
+            .context("the frozen server must be noticed by keepalive")?;
+        ensure!(
+            counters.active.load(Ordering::SeqCst) == 1,
+            "the connection waiting for its channel was closed with the dead session"
+        );
+        assert_eq!(server.kill_sessions().await?, 1);
+        server.thaw_sessions()?;
+        d.wait_host("h", STEP, |s| s.state == HostState::Up).await?;
+        within(STEP, "the waiting connection's transfer", transfer)
+            .await?
+            .context("the transfer task")??
+            .check_echoed()?;
+        ensure!(counters.total.load(Ordering::SeqCst) == 1, "one connection");
         d.stop(Duration::from_secs(1)).await;
         Ok(())
     })

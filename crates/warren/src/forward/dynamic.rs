@@ -101,7 +101,7 @@ fn reply_for(e: &OpenError) -> Reply {
             _ => Reply::GeneralFailure,
         },
         OpenError::Timeout => Reply::HostUnreachable,
-        OpenError::NoSession { .. } => Reply::NetworkUnreachable,
+        OpenError::NoSession { .. } | OpenError::SessionEnded => Reply::NetworkUnreachable,
         _ => Reply::GeneralFailure,
     }
 }

@@ -22,6 +22,9 @@ use crate::config::{Endpoint, HostConfig};
 /// A session that stayed up this long resets the backoff (and earns another immediate
 /// reconnect when it is lost).
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Sessions a forwarded connection's channel open is tried on when each ends before the
+/// channel opens.
+const OPEN_ATTEMPTS: u32 = 3;
 
 /// The state of a host, as status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,9 @@ pub enum OpenError {
     /// The server refused the channel (for example its connect to the egress failed).
     #[error("the server refused the channel: {0}")]
     Refused(russh::Error),
+    /// Every session tried ended before the channel opened.
+    #[error("the session ended before the channel opened ({OPEN_ATTEMPTS} sessions tried)")]
+    SessionEnded,
     /// The server did not answer the channel request within `connect_timeout`.
     #[error("the server did not open the channel within connect_timeout")]
     Timeout,
@@ -312,21 +318,40 @@ impl HostHandle {
 
     /// Opens a channel to `target` on the session, waiting for a session if there is none.
     /// Returns the session too: its connections end with it.
+    ///
+    /// A session that ends while the open is pending (a frozen server found dead by the
+    /// keepalives) has taken nothing from the connection, whose bytes still wait unread in
+    /// its socket: the open moves to the next session, at most [`OPEN_ATTEMPTS`] times.
     pub async fn open(
         &self,
         target: &Endpoint,
         originator: (&str, u16),
     ) -> Result<(ChannelStream<Msg>, Arc<Session>), OpenError> {
-        let session = self.session().await?;
-        match tokio::time::timeout(
-            self.config().connect_timeout,
-            session.open(target, originator),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => Ok((stream, session)),
-            Ok(Err(e)) => Err(OpenError::Refused(e)),
-            Err(_) => Err(OpenError::Timeout),
+        let mut attempt = 1;
+        loop {
+            let session = self.session().await?;
+            let opened = tokio::select! {
+                r = tokio::time::timeout(
+                    self.config().connect_timeout,
+                    session.open(target, originator),
+                ) => Some(r),
+                () = session.ended() => None,
+            };
+            let gone = session.is_closed() || session.ended.is_cancelled();
+            return match opened {
+                Some(Ok(Ok(stream))) => Ok((stream, session)),
+                _ if gone && attempt < OPEN_ATTEMPTS => {
+                    debug!(
+                        attempt,
+                        "the session ended before the channel opened; next session"
+                    );
+                    attempt += 1;
+                    continue;
+                }
+                Some(Ok(Err(e))) => Err(OpenError::Refused(e)),
+                Some(Err(_)) => Err(OpenError::Timeout),
+                None => Err(OpenError::SessionEnded),
+            };
         }
     }
 }
