@@ -448,9 +448,7 @@ impl Supervisor {
                         Ended::Requested => {
                             // Asked for, not a failure: no backoff, no error, no warning.
                             info!("reconnecting on request");
-                            // Not "up" with the new count before the new session exists.
-                            self.set_state(HostState::Connecting, None);
-                            self.status.send_modify(|s| s.reconnects += 1);
+                            self.set_state_replaced(HostState::Connecting, None);
                             continue;
                         }
                         Ended::Lost(why) => why,
@@ -459,18 +457,17 @@ impl Supervisor {
                         backoff.reset();
                         quick_retry = true;
                     }
-                    self.status.send_modify(|s| s.reconnects += 1);
                     warn!(reason = %why, "session lost; reconnecting");
                     let lost = LastError {
                         class: FailureClass::Network,
                         message: why,
                     };
                     if std::mem::take(&mut quick_retry) {
-                        self.set_state(HostState::Connecting, Some(lost));
+                        self.set_state_replaced(HostState::Connecting, Some(lost));
                         continue;
                     }
                     let delay = backoff.next_delay();
-                    self.set_state(backoff_state(delay, false), Some(lost));
+                    self.set_state_replaced(backoff_state(delay, false), Some(lost));
                     delay
                 }
                 Err(e) => {
@@ -567,20 +564,31 @@ impl Supervisor {
         }
     }
 
-    fn set_state(&self, state: HostState, error: Option<LastError>) {
+    /// [`Self::set_state`] for a session that was lost or replaced, counted in the same
+    /// change: a status reader never sees the new count while the old session still shows up.
+    fn set_state_replaced(&self, state: HostState, error: Option<LastError>) {
         self.status.send_modify(|s| {
-            let was_up = s.state == HostState::Up;
-            let is_up = state == HostState::Up;
-            if was_up != is_up {
-                s.since = SystemTime::now();
-            }
-            s.state = state;
-            if is_up {
-                s.last_error = None;
-            } else if error.is_some() {
-                s.last_error = error;
-            }
+            apply_state(s, state, error);
+            s.reconnects += 1;
         });
+    }
+
+    fn set_state(&self, state: HostState, error: Option<LastError>) {
+        self.status.send_modify(|s| apply_state(s, state, error));
+    }
+}
+
+fn apply_state(s: &mut HostStatus, state: HostState, error: Option<LastError>) {
+    let was_up = s.state == HostState::Up;
+    let is_up = state == HostState::Up;
+    if was_up != is_up {
+        s.since = SystemTime::now();
+    }
+    s.state = state;
+    if is_up {
+        s.last_error = None;
+    } else if error.is_some() {
+        s.last_error = error;
     }
 }
 
