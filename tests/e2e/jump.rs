@@ -92,6 +92,8 @@ async fn proxy_command_carries_the_session_and_its_failure_is_network_class() {
         let (l1, a1) = ingress();
         let proxy = "proxy_command = \"exec nc %h %p\"\n";
         let broken = "proxy_command = \"echo no route to %h >&2; exit 3\"\n";
+        // The ingress of the host that never comes up: a path of this test's own.
+        let never_used = tempfile::tempdir()?;
         let toml = host_table_with("via-nc", &server, &key, &server.known_hosts_path(), proxy)
             + &with_setting(
                 &host_table_with("broken", &server, &key, &server.known_hosts_path(), broken),
@@ -109,7 +111,7 @@ async fn proxy_command_carries_the_session_and_its_failure_is_network_class() {
                 "g",
                 "broken",
                 "local",
-                "/tmp/warren-never-used.sock",
+                &never_used.path().join("never-used.sock").to_string_lossy(),
                 Some("1"),
             );
         let d = TestDaemon::start(&toml, vec![l1]).await?;

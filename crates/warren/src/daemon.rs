@@ -28,14 +28,14 @@ const REBIND_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// An ingress could not be bound.
-    #[error("forward {forward}: cannot listen on {addr}: {source}")]
+    #[error("forward {forward}: cannot listen on {addr}: {error}")]
     Bind {
         /// The forward's name.
         forward: String,
         /// The address it asked for.
         addr: BindAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, so not also a `source`: a chain would print it twice).
+        error: std::io::Error,
     },
 }
 
@@ -90,10 +90,10 @@ impl Daemon {
         let mut bound = HashMap::new();
         for f in &config.forwards {
             let Some(addr) = ingress_of(f) else { continue };
-            let listener = bind(addr, &mut inherited).map_err(|source| StartError::Bind {
+            let listener = bind(addr, &mut inherited).map_err(|error| StartError::Bind {
                 forward: f.name.clone(),
                 addr: addr.clone(),
-                source,
+                error,
             })?;
             bound.insert(f.name.clone(), listener);
         }
