@@ -75,17 +75,25 @@ def echo_server():
 
 def delay_proxy(target, rtt_ms):
     """A long fat pipe: forwards to `target` (a port) with rtt_ms/2 of delay each way and
-    unbounded buffering, so that only the SSH channel windows limit what is in flight."""
+    unbounded buffering, so that only the SSH channel windows limit what is in flight.
+
+    The proxy ends sshd's TCP connection, so its ACKs stand in for the client's kernel.
+    It acknowledges what sshd sends at once (TCP_QUICKACK after each read): sshd does not set
+    TCP_NODELAY without a terminal, so with the proxy's delayed ACK (up to 40 ms) Nagle held
+    each small WINDOW_ADJUST of sshd whenever the upload paused, a stall the link itself does
+    not add and that warren, which quick-ACKs its own reads, does not have outside this proxy."""
     raise_nofile()
     delay = rtt_ms / 2000.0
 
-    async def pump(reader, writer):
+    async def pump(reader, writer, quickack=None):
         loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await reader.read(256 * 1024)
                 if not data:
                     break
+                if quickack is not None:
+                    quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 loop.call_later(delay, writer.write, data)
         except OSError:
             pass
@@ -97,7 +105,7 @@ def delay_proxy(target, rtt_ms):
         except OSError:
             writer.close()
             return
-        await asyncio.gather(pump(reader, w2), pump(r2, writer))
+        await asyncio.gather(pump(reader, w2), pump(r2, writer, w2.get_extra_info("socket")))
 
     async def main():
         srv = await asyncio.start_server(client, LOOP, 0)
