@@ -53,33 +53,28 @@ async fn server_and_key() -> anyhow::Result<(SshServer, UserKey)> {
     Ok((server, key))
 }
 
-/// Where most tests here start: a harness sshd, an echo server, and a daemon with the fast
-/// timers whose local forward `f` goes from `addr` to the echo server, its session up.
-struct Echoing {
-    server: SshServer,
-    key: UserKey,
-    echo: EchoServer,
-    addr: std::net::SocketAddr,
-    d: TestDaemon,
+/// The user key and the echo server of [`echoing`]: alive as long as this value.
+struct Keep {
+    _key: UserKey,
+    _echo: EchoServer,
 }
 
-impl Echoing {
-    async fn up() -> anyhow::Result<Self> {
-        let (server, key) = server_and_key().await?;
-        let echo = EchoServer::start(Transport::Tcp).await?;
-        let (listener, addr) = ingress();
-        let toml = fast_timers(&host_table("h", &server, &key))
-            + &local("f", &addr.to_string(), &echo.addr().to_string());
-        let d = TestDaemon::start(&toml, vec![listener]).await?;
-        d.wait_up("h", STEP).await?;
-        Ok(Self {
-            server,
-            key,
-            echo,
-            addr,
-            d,
-        })
-    }
+/// Where most tests here start: a harness sshd, an echo server, and a daemon with the fast
+/// timers whose local forward `f` goes from the returned address to the echo server, its
+/// session up.
+async fn echoing() -> anyhow::Result<(SshServer, std::net::SocketAddr, TestDaemon, Keep)> {
+    let (server, key) = server_and_key().await?;
+    let echo = EchoServer::start(Transport::Tcp).await?;
+    let (listener, addr) = ingress();
+    let toml = fast_timers(&host_table("h", &server, &key))
+        + &local("f", &addr.to_string(), &echo.addr().to_string());
+    let d = TestDaemon::start(&toml, vec![listener]).await?;
+    d.wait_up("h", STEP).await?;
+    let keep = Keep {
+        _key: key,
+        _echo: echo,
+    };
+    Ok((server, addr, d, keep))
 }
 
 /// A `[[forward]]` of type local for host `h`.
@@ -115,13 +110,7 @@ fn failed_retry_at(s: &HostStatus) -> Option<SystemTime> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_session_closes_its_connections_and_reconnects() {
     with_timeout(LIMIT, async {
-        let Echoing {
-            server,
-            key: _key,
-            echo: _echo,
-            addr,
-            d,
-        } = Echoing::up().await?;
+        let (server, addr, d, _keep) = echoing().await?;
         let before = d.host_status("h");
         assert_eq!(before.reconnects, 0);
 
@@ -228,13 +217,7 @@ async fn black_hole_between_warren_and_sshd_is_detected_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_sshd_is_detected_and_recovers_when_thawed() {
     with_timeout(LIMIT, async {
-        let Echoing {
-            server,
-            key: _key,
-            echo: _echo,
-            addr,
-            d,
-        } = Echoing::up().await?;
+        let (server, addr, d, _keep) = echoing().await?;
         carries_a_mib(addr).await?;
 
         // The server stops answering (and parks new connections) without closing anything.
@@ -270,13 +253,7 @@ async fn frozen_sshd_is_detected_and_recovers_when_thawed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_made_during_a_freeze_is_carried_by_the_next_session() {
     with_timeout(LIMIT, async {
-        let Echoing {
-            server,
-            key: _key,
-            echo: _echo,
-            addr,
-            d,
-        } = Echoing::up().await?;
+        let (server, addr, d, _keep) = echoing().await?;
 
         assert_eq!(server.freeze_sessions()?, 1);
         let stream = TcpStream::connect(addr).await?;
@@ -310,13 +287,7 @@ async fn connection_made_during_a_freeze_is_carried_by_the_next_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_sshd_killed_while_down_recovers() {
     with_timeout(LIMIT, async {
-        let Echoing {
-            server,
-            key: _key,
-            echo: _echo,
-            addr,
-            d,
-        } = Echoing::up().await?;
+        let (server, addr, d, _keep) = echoing().await?;
 
         assert_eq!(server.freeze_sessions()?, 1);
         d.wait_host("h", dead_after() + MARGIN, |s| s.state != HostState::Up)
