@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # On a fresh Debian machine, run as root: it installs what the end-to-end tests need
-# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3, and systemd for
+# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3, patch, and systemd for
 # `systemd-analyze verify` of the units), prepares /run/sshd, then runs
 # rustfmt, clippy with -D warnings and every test.
 set -euo pipefail
@@ -19,6 +19,7 @@ declare -A package_of=(
   [openssl]=openssl
   [python3]=python3
   [systemd-analyze]=systemd
+  [patch]=patch
 )
 missing=()
 for cmd in "${!package_of[@]}"; do
@@ -57,6 +58,7 @@ fi
 
 # --- checks and tests -------------------------------------------------------------------------
 set -x
+scripts/check-vendor.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -516,6 +516,8 @@ pub(crate) struct ChannelParams {
     pending_close: bool,
     /// warren patch: data received on this channel and not yet taken by its reader.
     unconsumed: u32,
+    /// warren patch: data beyond the window was received (and dropped) on this channel.
+    window_exceeded: bool,
 }
 
 impl ChannelParams {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use byteorder::{BigEndian, ByteOrder};
 use bytes::Bytes;
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use ssh_encoding::Encode;
 use tokio::sync::oneshot;
 
@@ -302,16 +302,33 @@ impl Encrypted {
         }
     }
 
-    /// warren patch: accounts for data received on `channel` without re-opening its window;
-    /// [`Encrypted::consume_window`] does that once the reader has taken the data.
-    pub fn receive_window(&mut self, channel: ChannelId, len: usize) {
-        if let Some(channel) = self.channels.get_mut(&channel) {
-            let len = u32::try_from(len).unwrap_or(u32::MAX);
-            // Ignore extra data (RFC 4254 section 5.2), as `adjust_window_size` does.
-            if len <= channel.sender_window_size {
+    /// warren patch: accounts for `len` bytes of data received on `channel` without
+    /// re-opening its window ([`Encrypted::consume_window`] does that once the reader has
+    /// taken the data). Returns whether the data is to be delivered: data beyond the window
+    /// the peer was given is not (RFC 4254 section 5.2; OpenSSH drops it too, logging "rcvd
+    /// too much data"), so a peer that ignores the window cannot make a channel hold more
+    /// than its window. Logged once per channel.
+    #[must_use]
+    pub fn receive_window(&mut self, channel: ChannelId, len: usize) -> bool {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return false;
+        };
+        match u32::try_from(len) {
+            Ok(len) if len <= channel.sender_window_size => {
                 channel.sender_window_size -= len;
+                channel.unconsumed = channel.unconsumed.saturating_add(len);
+                true
             }
-            channel.unconsumed = channel.unconsumed.saturating_add(len);
+            _ => {
+                if !channel.window_exceeded {
+                    channel.window_exceeded = true;
+                    warn!(
+                        "channel {}: received {len} bytes of data with a window of {}; dropped (logged once per channel)",
+                        channel.sender_channel, channel.sender_window_size
+                    );
+                }
+                false
+            }
         }
     }
 
@@ -830,6 +847,7 @@ impl Encrypted {
                     pending_eof: false,
                     pending_close: false,
                     unconsumed: 0,
+                    window_exceeded: false,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -955,6 +973,7 @@ mod tests {
             recipient_maximum_packet_size: 1024,
             sender_maximum_packet_size: 1024,
             unconsumed: 0,
+            window_exceeded: false,
             confirmed: true,
             wants_reply: false,
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
@@ -1010,6 +1029,7 @@ mod tests {
             recipient_maximum_packet_size: 1024,
             sender_maximum_packet_size: 1024,
             unconsumed: 0,
+            window_exceeded: false,
             confirmed: true,
             wants_reply: false,
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
@@ -1019,6 +1039,33 @@ mod tests {
     }
 
     // flush_pending (single-channel path)
+
+    #[test]
+    fn data_beyond_the_window_is_not_delivered_and_consumption_reopens_it() {
+        // warren patch: receive_window / consume_window.
+        let mut enc = test_encrypted();
+        let id = ChannelId(3);
+        enc.channels.insert(id, test_channel(id, 7, false, false));
+        let target = 1024;
+        assert!(enc.receive_window(id, 1000));
+        // 24 bytes of window are left: 25 are refused, and so is anything after, until a grant.
+        assert!(!enc.receive_window(id, 25));
+        assert!(enc.channels[&id].window_exceeded);
+        assert!(enc.receive_window(id, 24));
+        assert!(!enc.receive_window(id, 1));
+        assert!(enc.write.is_empty(), "nothing is granted on receipt");
+        // The reader takes less than a sixteenth: no grant yet.
+        enc.consume_window(id, 63, target).unwrap();
+        assert!(enc.write.is_empty());
+        assert_eq!(enc.channels[&id].sender_window_size, 0);
+        // Then enough: the grant is what was consumed.
+        enc.consume_window(id, 1, target).unwrap();
+        assert_eq!(packet_types(&enc.write), vec![msg::CHANNEL_WINDOW_ADJUST]);
+        assert_eq!(enc.channels[&id].sender_window_size, 64);
+        assert_eq!(enc.channels[&id].unconsumed, 1024 - 64);
+        // A length that does not fit a u32 is refused, not truncated.
+        assert!(!enc.receive_window(id, usize::MAX));
+    }
 
     #[test]
     fn flush_pending_replays_deferred_eof_once() {

@@ -30,7 +30,8 @@ const CIPHERS: &[cipher::Name] = &[
 /// The receive window of each channel: what the server may send before warren has passed
 /// it on. Throughput over a link is at most window / round-trip time: with OpenSSH's 2 MiB,
 /// 0.7 Gbit/s at 20 ms; with 8 MiB, 2.3 Gbit/s (bench/, `--only rtt`). It is also what one
-/// channel whose local reader stalls can hold (vendor/README.md).
+/// channel whose local reader stalls can hold, whatever the packet sizes (vendor/README.md:
+/// small packets are gathered, data beyond the window is dropped).
 const WINDOW: u32 = 8 * 1024 * 1024;
 
 /// The largest channel data packet the server may send (OpenSSH offers 32 KiB). sshd is
@@ -38,9 +39,6 @@ const WINDOW: u32 = 8 * 1024 * 1024;
 /// down 6.0–7.3 Gbit/s with 32 KiB, 7.6–8.1 with 64 KiB, 8.1–8.4 with 128 KiB (bench/).
 /// russh reads packets of up to 256 KiB.
 const MAX_PACKET: u32 = 128 * 1024;
-
-/// Messages a channel's queue holds: a full window of packets averaging 128 bytes.
-const CHANNEL_QUEUE: usize = WINDOW as usize / 128;
 
 /// Host certificate kinds asked for when a certificate authority is configured.
 const HOST_CERT_ALGORITHMS: &[Algorithm] = &[
@@ -86,10 +84,6 @@ pub fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
         keepalive_max: host.keepalive_count_max as usize,
         inactivity_timeout: Some(dead_after),
         nodelay: true,
-        // With consumption-driven windows (vendor/russh) the bytes waiting in a channel's
-        // queue are bounded by the window; the queue must hold a full window even of small
-        // packets, or a slow reader would block the session loop again.
-        channel_buffer_size: CHANNEL_QUEUE,
         window_size: WINDOW,
         maximum_packet_size: MAX_PACKET,
         preferred: Preferred {

@@ -1,12 +1,13 @@
-//! The russh client `Handler` of every session: host key verification, and the signal
-//! that the session task has ended (its drop, which russh does even when it skips
-//! `disconnected`).
+//! The russh client `Handler` of every session: host key verification, the hand-off of
+//! `forwarded-*` channels to their remote forward, the refusal of every other channel the
+//! server opens, and the signal that the session task has ended (its drop, which russh does
+//! even when it skips `disconnected`).
 
 use russh::Channel;
 use russh::client::{ChannelOpenHandle, Handler, Msg, Session};
 use russh::keys::PublicKeyOrCertificate;
 use tokio::sync::oneshot;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::router::{Incoming, RouteKey, SharedRouter};
 use crate::hostkey::{self, Accepted, HostKeyCheck, HostKeyError};
@@ -41,6 +42,8 @@ pub struct ClientHandler {
     hostname: String,
     port: u16,
     router: SharedRouter,
+    /// A channel the server opened unasked was refused (and logged) in this session.
+    refused_any: bool,
     /// Dropped with the handler, when russh's session task ends: the supervisor's
     /// "session dead" signal.
     _alive: oneshot::Sender<()>,
@@ -60,6 +63,7 @@ impl ClientHandler {
             hostname: hostname.to_string(),
             port,
             router,
+            refused_any: false,
             _alive: alive,
         }
     }
@@ -143,5 +147,84 @@ impl Handler for ClientHandler {
             },
         );
         Ok(())
+    }
+
+    // Channel types warren never asks for. russh's defaults accept them and drop the channel,
+    // leaving it open on the server with nobody reading; each is refused instead
+    // (`SSH_OPEN_ADMINISTRATIVELY_PROHIBITED`, what dropping the reply sends).
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("session", reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("x11", reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("auth-agent@openssh.com", reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("direct-tcpip", reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("direct-streamlocal@openssh.com", reply);
+        Ok(())
+    }
+}
+
+impl ClientHandler {
+    /// Refuses a channel the server opened that warren did not ask for: logged at warn once
+    /// per session (a server could open thousands), then at debug.
+    fn refuse(&mut self, kind: &'static str, reply: ChannelOpenHandle) {
+        if self.refused_any {
+            debug!(host = %self.hostname, channel_type = kind, "unrequested channel refused");
+        } else {
+            self.refused_any = true;
+            warn!(
+                host = %self.hostname,
+                channel_type = kind,
+                "server opened a channel warren did not ask for; refused (further ones at debug)"
+            );
+        }
+        drop(reply);
     }
 }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::{Receiver, Sender};
+use tokio::sync::mpsc::Sender;
 use tokio::sync::{Mutex, Notify};
 
 use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
@@ -10,6 +10,7 @@ use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
 pub mod io;
 
 mod channel_ref;
+pub(crate) mod queue;
 pub use channel_ref::ChannelRef;
 
 mod channel_stream;
@@ -144,7 +145,7 @@ impl WindowSizeRef {
 ///
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
-    pub(crate) receiver: Receiver<ChannelMsg>,
+    pub(crate) receiver: queue::Receiver,
     /// warren patch: where consumed data is reported, so that the session re-opens the
     /// channel's window only for data the application has taken (`None` on servers).
     pub(crate) credit: Option<Credit>,
@@ -507,7 +508,13 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
         channel_buffer_size: usize,
         credit: Option<tokio::sync::mpsc::UnboundedSender<(ChannelId, u32)>>,
     ) -> (Self, ChannelRef) {
-        let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
+        // warren patch: a channel whose window re-opens only as its reader consumes is
+        // bounded by that window, so its queue never makes the session wait; others keep
+        // upstream's bound in messages.
+        let (tx, rx) = queue::channel(match credit {
+            Some(_) => None,
+            None => Some(channel_buffer_size),
+        });
         let window_size = WindowSizeRef::new(window_size);
         let read_half = ChannelReadHalf {
             receiver: rx,

@@ -510,14 +510,11 @@ impl Session {
                 };
 
                 if let Some(channel) = self.channels.get(&local_id) {
-                    channel
-                        .send(ChannelMsg::Open {
-                            id: local_id,
-                            max_packet_size: msg.maximum_packet_size,
-                            window_size: msg.initial_window_size,
-                        })
-                        .await
-                        .unwrap_or(());
+                    let _ = channel.push(ChannelMsg::Open {
+                        id: local_id,
+                        max_packet_size: msg.maximum_packet_size,
+                        window_size: msg.initial_window_size,
+                    });
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -547,7 +544,7 @@ impl Session {
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Close).await;
+                    let _ = chan.push(ChannelMsg::Close);
                 }
                 self.channels.remove(&channel_num);
                 client.channel_close(channel_num, self).await
@@ -560,7 +557,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Eof).await;
+                    let _ = chan.push(ChannelMsg::Eof);
                 }
                 client.channel_eof(channel_num, self).await
             }
@@ -585,9 +582,7 @@ impl Session {
                 }
 
                 if let Some(sender) = self.channels.remove(&channel_num) {
-                    let _ = sender
-                        .send(ChannelMsg::OpenFailure(reason_code.clone()))
-                        .await;
+                    let _ = sender.push(ChannelMsg::OpenFailure(reason_code.clone()));
                 }
 
                 let _ = self.sender.send(Reply::ChannelOpenFailure);
@@ -605,13 +600,16 @@ impl Session {
                     return Ok(());
                 }
                 // warren patch: the window re-opens when the channel's reader takes the
-                // data (see `Encrypted::consume_window`), not on receipt.
-                if let Some(ref mut enc) = self.common.encrypted {
-                    enc.receive_window(channel_num, data.len());
+                // data (see `Encrypted::consume_window`), not on receipt; data beyond the
+                // window is dropped; and the hand-over never waits (`channels::queue`).
+                if let Some(ref mut enc) = self.common.encrypted
+                    && !enc.receive_window(channel_num, data.len())
+                {
+                    return Ok(());
                 }
 
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
+                    let _ = chan.push(ChannelMsg::Data { data: data.clone() });
                 }
 
                 client.data(channel_num, &data, self).await
@@ -625,19 +623,18 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                // warren patch: the window re-opens when the channel's reader takes the
-                // data (see `Encrypted::consume_window`), not on receipt.
-                if let Some(ref mut enc) = self.common.encrypted {
-                    enc.receive_window(channel_num, data.len());
+                // warren patch: as for CHANNEL_DATA.
+                if let Some(ref mut enc) = self.common.encrypted
+                    && !enc.receive_window(channel_num, data.len())
+                {
+                    return Ok(());
                 }
 
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan
-                        .send(ChannelMsg::ExtendedData {
-                            ext: extended_code,
-                            data: data.clone(),
-                        })
-                        .await;
+                    let _ = chan.push(ChannelMsg::ExtendedData {
+                        ext: extended_code,
+                        data: data.clone(),
+                    });
                 }
 
                 client
@@ -657,7 +654,7 @@ impl Session {
                         let client_can_do = map_err!(u8::decode(&mut r))? != 0;
                         map_err!(ensure_end(&r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::XonXoff { client_can_do }).await;
+                            let _ = chan.push(ChannelMsg::XonXoff { client_can_do });
                         }
                         client.xon_xoff(channel_num, client_can_do, self).await
                     }
@@ -666,7 +663,7 @@ impl Session {
                         let exit_status = map_err!(u32::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::ExitStatus { exit_status }).await;
+                            let _ = chan.push(ChannelMsg::ExitStatus { exit_status });
                         }
                         client.exit_status(channel_num, exit_status, self).await
                     }
@@ -679,14 +676,12 @@ impl Session {
                         let lang_tag = map_err!(String::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::ExitSignal {
-                                    signal_name: signal_name.clone(),
-                                    core_dumped,
-                                    error_message: error_message.to_string(),
-                                    lang_tag: lang_tag.to_string(),
-                                })
-                                .await;
+                            let _ = chan.push(ChannelMsg::ExitSignal {
+                                signal_name: signal_name.clone(),
+                                core_dumped,
+                                error_message: error_message.to_string(),
+                                lang_tag: lang_tag.to_string(),
+                            });
                         }
                         client
                             .exit_signal(
@@ -765,10 +760,9 @@ impl Session {
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
                     chan.window_size().grow(amount).await;
-                    // Use try_send to avoid blocking the session loop when channel buffer is full.
                     // WindowAdjusted is informational - the critical side effect (updating
                     // WindowSizeRef and notifying ChannelTx) already happens in grow().
-                    let _ = chan.try_send(ChannelMsg::WindowAdjusted { new_size });
+                    let _ = chan.push(ChannelMsg::WindowAdjusted { new_size });
                 }
                 client.window_adjusted(channel_num, new_size, self).await
             }
@@ -816,7 +810,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Success).await;
+                    let _ = chan.push(ChannelMsg::Success);
                 }
                 client.channel_success(channel_num, self).await
             }
@@ -827,7 +821,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Failure).await;
+                    let _ = chan.push(ChannelMsg::Failure);
                 }
                 client.channel_failure(channel_num, self).await
             }
@@ -853,6 +847,7 @@ impl Session {
                     pending_eof: false,
                     pending_close: false,
                     unconsumed: 0,
+                    window_exceeded: false,
                 };
 
                 let (channel, channel_ref) = Channel::new(

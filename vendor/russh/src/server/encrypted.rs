@@ -753,7 +753,7 @@ mod tests {
                 session.common.config.window_size,
                 session.common.config.maximum_packet_size,
             );
-        let (sender, _receiver) = tokio::sync::mpsc::channel(1);
+        let (sender, _receiver) = crate::channels::queue::channel(Some(1));
         session
             .channels
             .insert(channel, crate::channels::ChannelRef::new(sender));
@@ -2051,7 +2051,8 @@ impl Session {
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,
-                    unconsumed: 0,
+            unconsumed: 0,
+            window_exceeded: false,
         };
 
         let (channel, channel_ref) = Channel::new(
