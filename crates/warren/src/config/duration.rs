@@ -1,6 +1,12 @@
-//! Durations written with a unit: `"500ms"`, `"15s"`, `"5m"`, `"1h"`, or sums like `"1m30s"`.
+//! Durations written with a unit: `"500ms"`, `"15s"`, `"5m"`, `"1h"`, or sums like `"1m30s"`,
+//! at most [`MAX_DURATION`].
 
 use std::time::Duration;
+
+/// The longest duration any setting takes: 30 days. Every sum, product or deadline the daemon
+/// computes from settings (a backoff doubled, keepalive interval times count, `now + d`) stays
+/// far from overflow below it, so no value `warren check` accepts can make one panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Parses a duration; every number needs a unit so that `"15"` is never a guess.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -44,6 +50,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
         };
         total = total.saturating_add(part);
+        if total > MAX_DURATION {
+            return Err(format!(
+                "duration \"{s}\" is longer than 30 days (720h), the most any setting takes"
+            ));
+        }
         rest = after;
     }
     Ok(total)
@@ -118,6 +129,28 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid duration")
         );
+    }
+
+    #[test]
+    fn thirty_days_is_the_most() {
+        assert_eq!(parse_duration("720h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("719h59m60s"), Ok(MAX_DURATION));
+        for long in [
+            "720h1ms",
+            "721h",
+            "90000000h",
+            "18446744073709551615s",
+            "43201m",
+        ] {
+            assert!(
+                parse_duration(long)
+                    .unwrap_err()
+                    .contains("longer than 30 days"),
+                "{long}"
+            );
+        }
+        // A number too large for u64 is refused too, not wrapped.
+        assert!(parse_duration("99999999999999999999999s").is_err());
     }
 
     #[test]

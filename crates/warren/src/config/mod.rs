@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use address::{BindAddr, Endpoint};
 pub use diag::{ConfigError, Diagnostic, Problem, line_column};
 pub use diff::{Plan, diff};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use env::Env;
 
 /// A validated configuration: everything the daemon needs, nothing left to check.

@@ -593,7 +593,9 @@ fn apply_state(s: &mut HostStatus, state: HostState, error: Option<LastError>) {
 }
 
 fn backoff_state(delay: Duration, needs_human: bool) -> HostState {
-    let retry_at = SystemTime::now() + delay;
+    // Delays are at most 30 days (config::MAX_DURATION); checked all the same.
+    let now = SystemTime::now();
+    let retry_at = now.checked_add(delay).unwrap_or(now);
     if needs_human {
         HostState::Failed { retry_at }
     } else {

@@ -301,11 +301,14 @@ fn time(name: &str, value: &str) -> Result<Option<Duration>, String> {
         total = total.checked_add(part).ok_or_else(bad)?;
         rest = after.as_str();
     }
-    // OpenSSH keeps times in an int.
-    if total > i32::MAX as u64 {
-        return Err(bad());
+    // OpenSSH keeps times in an int; warren takes no duration over 30 days.
+    let total = Duration::from_secs(total);
+    if total > crate::config::MAX_DURATION {
+        return Err(format!(
+            "bad {name} \"{value}\": longer than 30 days, the most warren takes"
+        ));
     }
-    Ok(Some(Duration::from_secs(total)))
+    Ok(Some(total))
 }
 
 fn known_hosts(args: Vec<String>) -> Result<Setting, String> {

@@ -35,6 +35,10 @@ fn bad_values_are_reported_with_file_and_line() {
         ("ConnectTimeout -1\n", "1: bad ConnectTimeout \"-1\""),
         ("ConnectTimeout 99999999999\n", "1: bad ConnectTimeout"),
         (
+            "ServerAliveInterval 31d\n",
+            "1: bad ServerAliveInterval \"31d\": longer than 30 days",
+        ),
+        (
             "ServerAliveCountMax -1\n",
             "1: bad ServerAliveCountMax \"-1\"",
         ),
