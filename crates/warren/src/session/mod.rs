@@ -8,6 +8,7 @@ mod connect;
 mod error;
 mod handler;
 mod host;
+mod proxy_command;
 mod router;
 mod transport;
 

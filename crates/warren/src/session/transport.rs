@@ -4,16 +4,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::task::{Context, Poll};
 
 use socket2::SockRef;
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream, ReadBuf,
-};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::process::Command;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use super::HostHandle;
 use super::error::SessionError;
@@ -52,7 +48,9 @@ pub async fn open(
         (Route::Jump(_), None) => Err(SessionError::Config(
             "jump chain without a running first hop".into(),
         )),
-        (Route::ProxyCommand(cmd), _) => Ok(Box::pin(proxy_command(cmd, host)?)),
+        (Route::ProxyCommand(cmd), _) => {
+            Ok(Box::pin(super::proxy_command::start(cmd, host).await?))
+        }
         (Route::Direct, _) => {
             let stream = QuickAck(tcp(&host.hostname, host.port).await?);
             Ok(Box::pin(BufReader::with_capacity(READ_BUFFER, stream)))
@@ -184,9 +182,9 @@ pub fn expand_tokens(cmd: &str, host: &HostConfig) -> String {
 const READ_AHEAD: usize = 8 * 1024 * 1024;
 
 /// Relays `inner` through an in-memory pipe of [`READ_AHEAD`] bytes each way. `guard` (for
-/// example the ProxyCommand's child, killed on drop) lives exactly as long as the relay,
+/// example the ProxyCommand's process group, killed on drop) lives exactly as long as the relay,
 /// which ends when either side closes.
-fn relay<T, G>(inner: T, guard: G, span: tracing::Span) -> DuplexStream
+pub(super) fn relay<T, G>(inner: T, guard: G, span: tracing::Span) -> DuplexStream
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
     G: Send + 'static,
@@ -213,38 +211,6 @@ where
         .instrument(span),
     );
     session_side
-}
-
-/// Starts `/bin/sh -c CMD`; its stdout/stdin are the transport, its stderr goes to the log,
-/// and it is killed when the transport is dropped (the session ended).
-fn proxy_command(cmd: &str, host: &HostConfig) -> Result<DuplexStream, SessionError> {
-    let command = expand_tokens(cmd, host);
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(SessionError::ProxyCommand)?;
-    let missing = || SessionError::ProxyCommand(std::io::Error::other("no pipe to the command"));
-    let stdin = child.stdin.take().ok_or_else(missing)?;
-    let stdout = child.stdout.take().ok_or_else(missing)?;
-    let span = info_span!("proxy_command", host = %host.name);
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(
-            async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    warn!(stderr = %line, "proxy_command says");
-                }
-            }
-            .instrument(span.clone()),
-        );
-    }
-    debug!(command = %command, "proxy_command started");
-    Ok(relay(tokio::io::join(stdout, stdin), child, span))
 }
 
 #[cfg(test)]
