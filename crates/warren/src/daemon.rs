@@ -90,11 +90,13 @@ impl Daemon {
         let mut bound = HashMap::new();
         for f in &config.forwards {
             let Some(addr) = ingress_of(f) else { continue };
-            let listener = bind(addr, &mut inherited).map_err(|error| StartError::Bind {
-                forward: f.name.clone(),
-                addr: addr.clone(),
-                error,
-            })?;
+            let listener = bind(addr, &mut inherited)
+                .await
+                .map_err(|error| StartError::Bind {
+                    forward: f.name.clone(),
+                    addr: addr.clone(),
+                    error,
+                })?;
             bound.insert(f.name.clone(), listener);
         }
 
@@ -156,7 +158,7 @@ impl Daemon {
             }
             let ingress = match ingress_of(f) {
                 None => Ingress::None,
-                Some(addr) => match bind(addr, &mut inherited) {
+                Some(addr) => match bind(addr, &mut inherited).await {
                     Ok(l) => Ingress::Bound(l),
                     Err(e) => Ingress::Retry(addr.clone(), format!("cannot listen on {addr}: {e}")),
                 },
@@ -340,7 +342,7 @@ fn ingress_of(f: &ForwardConfig) -> Option<&BindAddr> {
 }
 
 /// Binds `addr`, adopting the listener of `inherited` bound there already, if any.
-fn bind(
+async fn bind(
     addr: &BindAddr,
     inherited: &mut HashMap<SocketAddr, std::net::TcpListener>,
 ) -> std::io::Result<Listener> {
@@ -348,7 +350,7 @@ fn bind(
         BindAddr::Tcp(a) => inherited.remove(a),
         BindAddr::Unix(_) => None,
     };
-    Listener::bind(addr, adopt)
+    Listener::bind(addr, adopt).await
 }
 
 /// Serves a bound local or dynamic ingress until its forward stops.
@@ -389,7 +391,7 @@ impl Rebind {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            match Listener::bind(&self.addr, None) {
+            match Listener::bind(&self.addr, None).await {
                 Ok(l) => break l,
                 Err(e) => {
                     let msg = format!("cannot listen on {}: {e}", self.addr);

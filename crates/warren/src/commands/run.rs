@@ -34,6 +34,7 @@ pub fn run(args: &RunArgs, env: &Env) -> u8 {
 /// `file_env`: for a daemon run from a file, the environment to re-read it in on reload; it
 /// also answers on the control socket. Ad-hoc `connect` has neither.
 pub fn serve_blocking(config: Config, file_env: Option<Env>) -> u8 {
+    raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
@@ -47,6 +48,21 @@ pub fn serve_blocking(config: Config, file_env: Option<Env>) -> u8 {
         }
     };
     runtime.block_on(serve(config, file_env))
+}
+
+/// Raises the soft limit on open files to the hard limit: every forwarded connection costs
+/// two descriptors, and the usual soft limit of 1024 would cap a daemon at ~500 connections
+/// while the hard limit (often 524288, or `LimitNOFILE=` in the unit) allows far more.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open files limit"),
+        },
+        Ok((soft, _)) => info!(limit = soft, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
 }
 
 async fn serve(config: Config, file_env: Option<Env>) -> u8 {
@@ -71,11 +87,12 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
     };
     let mut daemon = daemon;
     let socket_path = config.daemon.control_socket.clone();
-    let control = match file_env
-        .is_some()
-        .then(|| ControlSocket::bind(&socket_path))
-        .transpose()
-    {
+    let control = if file_env.is_some() {
+        ControlSocket::bind(&socket_path).await.map(Some)
+    } else {
+        Ok(None)
+    };
+    let control = match control {
         Ok(c) => c,
         Err(e) => {
             let e = format!(
@@ -165,7 +182,18 @@ async fn reload(daemon: &mut Daemon, env: Option<&Env>) -> ReloadOutcome {
     reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
     let _ = sd_notify::notify(false, &reloading);
     let path = daemon.config().path.clone();
-    let outcome = match Config::load_with(&path, env) {
+    // The file and the ssh_config it names are read on a blocking thread.
+    let (at, file_env) = (path.clone(), env.clone());
+    let loaded = tokio::task::spawn_blocking(move || Config::load_with(&at, &file_env)).await;
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!(error = %e, "reading the configuration failed; the running one is kept");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            return Err(vec![format!("reading the configuration failed: {e}")]);
+        }
+    };
+    let outcome = match loaded {
         Err(e) => {
             let problems = e.lines();
             for p in &problems {

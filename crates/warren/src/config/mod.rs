@@ -119,6 +119,8 @@ pub struct ForwardConfig {
     pub host: String,
     /// Kind and addresses.
     pub spec: ForwardSpec,
+    /// Connections open at once; one more is refused (`None`: no limit).
+    pub max_connections: Option<u32>,
 }
 
 /// The three forward kinds and their addresses.

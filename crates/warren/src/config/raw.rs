@@ -88,6 +88,7 @@ pub struct RawForward {
     pub listen: Option<Str>,
     pub connect: Option<Str>,
     pub allow_public: Option<Spanned<bool>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// The whole file as written.

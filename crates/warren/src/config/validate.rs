@@ -758,7 +758,38 @@ fn forward(f: &Spanned<RawForward>, names: &[String], cx: &mut Ctx<'_>) -> Optio
         Some(n) => n.get_ref().clone(),
         None => format!("{host}:{}:{}", spec.kind_name(), spec.listen_text()),
     };
-    Some(ForwardConfig { name, host, spec })
+    let max_connections = max_connections(raw, cx)?;
+    Some(ForwardConfig {
+        name,
+        host,
+        spec,
+        max_connections,
+    })
+}
+
+/// The most connections a forward holds open when the file does not say.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+
+/// `max_connections`: 1 to 1 000 000, or 0 for no limit; 1024 when not set. `None` inside
+/// the `Some` is "no limit"; the outer `None` an error already reported.
+fn max_connections(raw: &RawForward, cx: &mut Ctx<'_>) -> Option<Option<u32>> {
+    let Some(v) = &raw.max_connections else {
+        return Some(Some(DEFAULT_MAX_CONNECTIONS));
+    };
+    match u32::try_from(*v.get_ref()) {
+        Ok(0) => Some(None),
+        Ok(n) if n <= 1_000_000 => Some(Some(n)),
+        _ => {
+            cx.err(
+                v.span(),
+                format!(
+                    "`max_connections` {} is outside 0-1000000 (0 means no limit)",
+                    v.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn egress(raw: &RawForward, header: std::ops::Range<usize>, cx: &mut Ctx<'_>) -> Option<Endpoint> {

@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -28,6 +29,13 @@ use crate::session::HostHandle;
 pub const MAX_REQUEST: usize = 4096;
 /// How long a client may take to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client has to take its answer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Clients served at once; more wait in the socket's backlog until one is done (each is done
+/// within the timeouts).
+const MAX_CLIENTS: usize = 64;
 
 /// What the control socket answers about.
 #[derive(Clone, Default)]
@@ -52,20 +60,28 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Binds `path` with mode 0600, replacing a stale socket file from a crashed daemon but
-    /// never a live daemon's.
-    pub fn bind(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        crate::forward::listener::remove_stale_socket(path)?;
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    /// never a live daemon's. The file work runs on a blocking thread (probing a stale socket
+    /// connects to it).
+    pub async fn bind(path: &Path) -> std::io::Result<Self> {
+        let at = path.to_path_buf();
+        let std = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = at.parent()
+                && !dir.as_os_str().is_empty()
+                && !dir.exists()
+            {
+                std::fs::create_dir_all(dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            crate::forward::listener::remove_stale_socket(&at)?;
+            let listener = std::os::unix::net::UnixListener::bind(&at)?;
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600))?;
+            Ok::<_, std::io::Error>(listener)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        std.set_nonblocking(true)?;
         Ok(Self {
-            listener,
+            listener: UnixListener::from_std(std)?,
             path: path.to_path_buf(),
         })
     }
@@ -78,21 +94,27 @@ impl ControlSocket {
         reload: Option<mpsc::Sender<ReloadRequest>>,
         stop: CancellationToken,
     ) {
+        let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
-                r = self.listener.accept() => r,
+                r = async {
+                    let permit = clients.clone().acquire_owned().await;
+                    (permit, self.listener.accept().await)
+                } => r,
             };
             match accepted {
-                Ok((stream, _)) => {
+                (Ok(permit), Ok((stream, _))) => {
                     let (state, reload) = (state.clone(), reload.clone());
                     tokio::spawn(async move {
                         if let Err(e) = answer(stream, &state, reload.as_ref()).await {
                             debug!(error = %e, "control client dropped");
                         }
+                        drop(permit);
                     });
                 }
-                Err(e) => {
+                (Err(_), _) => break,
+                (_, Err(e)) => {
                     warn!(error = %e, "control socket accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -123,8 +145,14 @@ async fn answer(
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await?;
+    // A client that does not read its answer cannot hold this task and its socket.
+    let sent = async {
+        write.write_all(&out).await?;
+        write.shutdown().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, sent)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not read"))??;
     // Closing with unread input would reset the connection before the client reads the
     // answer: swallow a bounded remainder first.
     let mut rest = reader.into_inner().into_inner().take(64 * 1024);
@@ -237,10 +265,10 @@ mod tests {
     async fn socket_is_0600_and_refuses_bad_requests_without_harm() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/warren.sock");
-        let sock = ControlSocket::bind(&path).unwrap();
+        let sock = ControlSocket::bind(&path).await.unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert!(
-            ControlSocket::bind(&path).is_err(),
+            ControlSocket::bind(&path).await.is_err(),
             "a live daemon's socket is not replaced"
         );
         let stop = CancellationToken::new();
@@ -282,12 +310,50 @@ mod tests {
         assert!(!path.exists(), "the socket file goes with the daemon");
         // A stale socket file is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert!(ControlSocket::bind(&path).is_ok());
+        assert!(ControlSocket::bind(&path).await.is_ok());
         let err = request(
             dir.path().join("none.sock").as_path(),
             &json!({"request": "status"}),
         )
         .unwrap_err();
         assert!(matches!(err, ClientError::NoDaemon { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_clients_are_dropped_after_the_timeout_and_cannot_lock_others_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warren.sock");
+        let sock = ControlSocket::bind(&path).await.unwrap();
+        let stop = CancellationToken::new();
+        let (_state, rx) = watch::channel(ControlState::default());
+        let server = tokio::spawn(sock.serve(rx, None, stop.clone()));
+        // More silent clients than are served at once: they connect and never send.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CLIENTS + 20 {
+            silent.push(UnixStream::connect(&path).await.unwrap());
+        }
+        let started = tokio::time::Instant::now();
+        // A real client behind them is answered once the first ones time out.
+        let mut client = UnixStream::connect(&path).await.unwrap();
+        client
+            .write_all(b"{\"request\": \"status\"}\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.contains("\"ok\":true"), "{answer}");
+        assert!(
+            started.elapsed() <= READ_TIMEOUT * 3,
+            "{:?}",
+            started.elapsed()
+        );
+        // Each silent client was told why and its connection closed by the daemon.
+        for mut s in silent {
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.unwrap();
+            assert!(text.contains("request not received"), "{text}");
+        }
+        stop.cancel();
+        server.await.unwrap();
     }
 }

@@ -62,6 +62,7 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
                 "state": state,
                 "active": c.active.load(Ordering::Relaxed),
                 "total": c.total.load(Ordering::Relaxed),
+                "refused": c.refused.load(Ordering::Relaxed),
                 "bytes_in": c.bytes_in.load(Ordering::Relaxed),
                 "bytes_out": c.bytes_out.load(Ordering::Relaxed),
                 "last_error": own.last_error,

@@ -9,11 +9,11 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::Counters;
 use super::copy::{Ingress, splice};
 use super::listener::Stream;
-use super::local::{Serve, accept_loop};
+use super::local::{Refusal, Serve, accept_loop};
 use super::socks::{self, Reply};
+use super::{ActiveGuard, Counters};
 use crate::config::Endpoint;
 use crate::session::{HostHandle, OpenError};
 
@@ -23,8 +23,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts until `stop_accepting` fires; each client runs in its own task.
 pub async fn serve(s: Serve) {
     let (host, counters, cut) = (s.host.clone(), s.forward.counters.clone(), s.cut.clone());
-    accept_loop(&s, |stream, peer| {
-        client(stream, peer, host.clone(), counters.clone(), cut.clone())
+    accept_loop(&s, Refusal::Socks, |stream, peer, active| {
+        client(
+            stream,
+            peer,
+            active,
+            host.clone(),
+            counters.clone(),
+            cut.clone(),
+        )
     })
     .await;
 }
@@ -32,11 +39,11 @@ pub async fn serve(s: Serve) {
 async fn client(
     mut stream: Stream,
     peer: (String, u16),
+    _active: ActiveGuard,
     host: HostHandle,
     counters: Arc<Counters>,
     cut: CancellationToken,
 ) {
-    let _active = counters.open_connection();
     let handshake = tokio::select! {
         () = cut.cancelled() => return,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::handshake(&mut stream)) => r,

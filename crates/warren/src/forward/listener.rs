@@ -34,8 +34,12 @@ pub enum Stream {
 
 impl Listener {
     /// Binds `addr`, or adopts `inherited` when the caller already bound that address
-    /// (as a service manager or a test would).
-    pub fn bind(addr: &BindAddr, inherited: Option<std::net::TcpListener>) -> io::Result<Self> {
+    /// (as a service manager or a test would). A Unix socket is bound on a blocking thread:
+    /// probing a stale socket connects to it, which can block.
+    pub async fn bind(
+        addr: &BindAddr,
+        inherited: Option<std::net::TcpListener>,
+    ) -> io::Result<Self> {
         match addr {
             BindAddr::Tcp(sock) => {
                 if let Some(l) = inherited {
@@ -52,8 +56,15 @@ impl Listener {
                 Ok(Self::Tcp(socket.listen(1024)?))
             }
             BindAddr::Unix(path) => {
-                remove_stale_socket(path)?;
-                Ok(Self::Unix(UnixListener::bind(path)?, path.clone()))
+                let at = path.clone();
+                let std = tokio::task::spawn_blocking(move || {
+                    remove_stale_socket(&at)?;
+                    std::os::unix::net::UnixListener::bind(&at)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                std.set_nonblocking(true)?;
+                Ok(Self::Unix(UnixListener::from_std(std)?, path.clone()))
             }
         }
     }
@@ -169,13 +180,19 @@ mod tests {
         // A stale socket: bound, then the listener forgotten without removing the file.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let live = Listener::bind(&BindAddr::Unix(path.clone()), None).unwrap();
-        let err = Listener::bind(&BindAddr::Unix(path.clone()), None).unwrap_err();
+        let live = Listener::bind(&BindAddr::Unix(path.clone()), None)
+            .await
+            .unwrap();
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), None)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(live);
         assert!(!path.exists(), "the socket file goes with the listener");
         std::fs::write(&path, "not a socket").unwrap();
-        let err = Listener::bind(&BindAddr::Unix(path.clone()), None).unwrap_err();
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not a socket"));
     }
 
@@ -183,7 +200,9 @@ mod tests {
     async fn inherited_tcp_listener_is_adopted() {
         let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std_l.local_addr().unwrap();
-        let l = Listener::bind(&BindAddr::Tcp(addr), Some(std_l)).unwrap();
+        let l = Listener::bind(&BindAddr::Tcp(addr), Some(std_l))
+            .await
+            .unwrap();
         assert_eq!(l.local_addr().unwrap(), BindAddr::Tcp(addr));
         let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
         let (_s, (ip, port)) = l.accept().await.unwrap();

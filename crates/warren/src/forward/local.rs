@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::copy::{Ingress, splice};
 use super::listener::{Listener, Stream};
-use super::{Counters, ForwardRuntime};
+use super::{ActiveGuard, Counters, ForwardRuntime, socks};
 use crate::config::Endpoint;
 use crate::session::HostHandle;
 
@@ -34,10 +35,11 @@ pub struct Serve {
 pub async fn serve(s: Serve, egress: Endpoint) {
     let egress = Arc::new(egress);
     let (host, counters, cut) = (s.host.clone(), s.forward.counters.clone(), s.cut.clone());
-    accept_loop(&s, |stream, peer| {
+    accept_loop(&s, Refusal::Close, |stream, peer, active| {
         connection(
             stream,
             peer,
+            active,
             host.clone(),
             egress.clone(),
             counters.clone(),
@@ -47,13 +49,31 @@ pub async fn serve(s: Serve, egress: Endpoint) {
     .await;
 }
 
+/// What a connection beyond the forward's `max_connections` gets.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// Closed at once (a local forward).
+    Close,
+    /// A SOCKS failure reply first (a dynamic forward), within [`REFUSAL_TIMEOUT`].
+    Socks,
+}
+
+/// How long a refused SOCKS client has to send its first byte, to be answered.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Refused clients answered at once per forward; beyond, a refused connection is just closed.
+const REFUSALS_ANSWERED: usize = 64;
+
 /// The accept loop of every ingress on this machine (local and dynamic forwards): spawn
-/// first, do the handshake inside the task, never I/O in the loop.
-pub async fn accept_loop<F, Fut>(s: &Serve, mut handle: F)
+/// first, do the handshake inside the task, never I/O in the loop. A connection beyond
+/// `max_connections` is refused (and counted) instead.
+pub async fn accept_loop<F, Fut>(s: &Serve, refusal: Refusal, mut handle: F)
 where
-    F: FnMut(Stream, (String, u16)) -> Fut,
+    F: FnMut(Stream, (String, u16), ActiveGuard) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
+    let limit = s.forward.config.max_connections;
     loop {
         let accepted = tokio::select! {
             () = s.stop_accepting.cancelled() => break,
@@ -61,8 +81,13 @@ where
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(active) = s.forward.counters.admit(limit) else {
+                    refuse(stream, refusal, &answering, &s.connections);
+                    continue;
+                };
                 let span = info_span!("conn", peer = %format!("{}:{}", peer.0, peer.1));
-                s.connections.spawn(handle(stream, peer).instrument(span));
+                s.connections
+                    .spawn(handle(stream, peer, active).instrument(span));
             }
             Err(e) => {
                 // Out of descriptors, most likely: pause instead of spinning on the error.
@@ -76,15 +101,29 @@ where
     }
 }
 
+/// Turns away a connection beyond the limit, as `refusal` says, without I/O in the loop.
+fn refuse(mut stream: Stream, refusal: Refusal, answering: &Arc<Semaphore>, tasks: &TaskTracker) {
+    let Refusal::Socks = refusal else {
+        return;
+    };
+    let Ok(permit) = answering.clone().try_acquire_owned() else {
+        return;
+    };
+    tasks.spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, socks::refuse(&mut stream)).await;
+        drop(permit);
+    });
+}
+
 async fn connection(
     stream: Stream,
     peer: (String, u16),
+    _active: ActiveGuard,
     host: HostHandle,
     egress: Arc<Endpoint>,
     counters: Arc<Counters>,
     cut: CancellationToken,
 ) {
-    let _active = counters.open_connection();
     let channel = tokio::select! {
         () = cut.cancelled() => return,
         r = host.open(&egress, (&peer.0, peer.1)) => r,

@@ -8,8 +8,10 @@ pub mod local;
 pub mod remote;
 pub mod socks;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tracing::warn;
 
 use crate::config::{BindAddr, Endpoint, ForwardConfig};
 
@@ -24,14 +26,34 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Bytes from the egress side back to the ingress.
     pub bytes_out: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// The last connection was refused: the next refusal is not logged again (one line per
+    /// burst); cleared by the next connection admitted.
+    refusing: AtomicBool,
 }
 
 impl Counters {
-    /// Counts one connection as active until the returned guard drops.
-    pub fn open_connection(self: &Arc<Self>) -> ActiveGuard {
+    /// Counts one connection as active until the returned guard drops, or refuses it (`None`,
+    /// counted in `refused`) when `limit` connections are open already. Called by the one
+    /// task that accepts for the forward, so the check and the count cannot interleave.
+    pub fn admit(self: &Arc<Self>, limit: Option<u32>) -> Option<ActiveGuard> {
+        if let Some(limit) = limit
+            && self.active.load(Ordering::Relaxed) >= u64::from(limit)
+        {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            if !self.refusing.swap(true, Ordering::Relaxed) {
+                warn!(
+                    max_connections = limit,
+                    "forward full: connections refused until one closes"
+                );
+            }
+            return None;
+        }
+        self.refusing.store(false, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
+        Some(ActiveGuard(self.clone()))
     }
 }
 

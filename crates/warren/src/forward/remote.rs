@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::copy::{Ingress, splice};
-use super::{ForwardRuntime, ForwardState};
+use super::{ActiveGuard, ForwardRuntime, ForwardState};
 use crate::config::Endpoint;
 use crate::session::{Backoff, HostHandle, Incoming, RouteKey, Session};
 
@@ -94,8 +94,14 @@ pub async fn serve(s: Serve) {
                 () = s.stop.cancelled() => break true,
                 _ = sessions.changed() => break false,
                 Some(incoming) = rx.recv() => {
+                    // Beyond max_connections the channel is refused (the remote client's
+                    // connection is closed by the server), counted and logged once a burst.
+                    let Some(active) = s.forward.counters.admit(s.forward.config.max_connections) else {
+                        incoming.reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                        continue;
+                    };
                     let span = info_span!("conn", peer = %incoming.originator);
-                    let conn = connection(incoming, egress.clone(), s.forward.clone(), cfg.connect_timeout, s.cut.clone(), session.clone());
+                    let conn = connection(incoming, active, egress.clone(), s.forward.clone(), cfg.connect_timeout, s.cut.clone(), session.clone());
                     s.connections.spawn(conn.instrument(span));
                 }
             }
@@ -129,13 +135,13 @@ fn bound_endpoint(key: &RouteKey) -> Endpoint {
 
 async fn connection(
     incoming: Incoming,
+    _active: ActiveGuard,
     egress: Arc<Endpoint>,
     forward: ForwardRuntime,
     timeout: Duration,
     cut: CancellationToken,
     session: Arc<Session>,
 ) {
-    let _active = forward.counters.open_connection();
     let Incoming { channel, reply, .. } = incoming;
     let connected = tokio::time::timeout(timeout, connect_egress(&egress)).await;
     let stream = match connected {

@@ -297,6 +297,22 @@ where
     Ok((parsed, rest))
 }
 
+/// Turns a client away before its handshake (its forward is full): a SOCKS5 client is told no
+/// method is acceptable, a SOCKS4 one that its request is rejected, after its first byte.
+pub async fn refuse<S>(s: &mut S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut first = [0u8; 1];
+    let reply: &[u8] = match s.read(&mut first).await {
+        Ok(1) if first[0] == 5 => &[5, 0xff],
+        Ok(1) if first[0] == 4 => &[0, 0x5b, 0, 0, 0, 0, 0, 0],
+        _ => return,
+    };
+    let _ = s.write_all(reply).await;
+    let _ = s.shutdown().await;
+}
+
 async fn answer<S: AsyncWrite + Unpin>(s: &mut S, version: Version, e: SocksError) -> SocksError {
     let reply = match e {
         SocksError::UnsupportedCommand(_) => Reply::CommandNotSupported,

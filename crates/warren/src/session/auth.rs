@@ -1,19 +1,17 @@
 //! User authentication in OpenSSH's order: agent keys, identity files (with their
 //! `-cert.pub` certificates), then a password from a file. RSA signs with rsa-sha2 only.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use russh::client::{AuthResult, Handle, Handler};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{Certificate, HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
 use tracing::{debug, info};
 
 use super::error::SessionError;
+use super::keys;
 use crate::config::HostConfig;
-use crate::secret::Secret;
 
 /// What was tried, for the error message when nothing worked (never a secret).
 #[derive(Default)]
@@ -31,17 +29,15 @@ pub async fn authenticate<H: Handler>(
     if host.agent && try_agent(handle, host, &mut tried).await? {
         return Ok(());
     }
-    let passphrase = match &host.passphrase_file {
-        Some(path) => Some(read_secret(path, "passphrase_file")?),
-        None => None,
-    };
     for path in &host.identity_files {
-        if try_identity(handle, host, path, passphrase.as_ref(), &mut tried).await? {
+        if try_identity(handle, host, path, &mut tried).await? {
             return Ok(());
         }
     }
     if let Some(path) = &host.password_file {
-        let password = read_secret(path, "password_file")?;
+        let password = keys::read_secret(path, "password_file")
+            .await
+            .map_err(SessionError::Config)?;
         tried.offered.push("password".into());
         let result = handle
             .authenticate_password(&host.user, password.expose())
@@ -70,11 +66,6 @@ pub async fn authenticate<H: Handler>(
         user: host.user.clone(),
         detail,
     })
-}
-
-fn read_secret(path: &Path, key: &str) -> Result<Secret, SessionError> {
-    Secret::read_file(path)
-        .map_err(|e| SessionError::Config(format!("cannot read {key} {}: {e}", path.display())))
 }
 
 async fn try_agent<H: Handler>(
@@ -138,19 +129,26 @@ async fn try_identity<H: Handler>(
     handle: &mut Handle<H>,
     host: &HostConfig,
     path: &Path,
-    passphrase: Option<&Secret>,
     tried: &mut Attempts,
 ) -> Result<bool, SessionError> {
-    let key = match load_key(path, passphrase, host.identity_files_explicit) {
-        Ok(Some(key)) => Arc::new(key),
+    let identity = keys::load_identity(
+        path,
+        host.passphrase_file.as_deref(),
+        host.identity_files_explicit,
+        &host.certificate_files,
+    )
+    .await;
+    let identity = match identity {
+        Ok(Some(identity)) => identity,
         Ok(None) => return Ok(false),
         Err(why) => {
             tried.unusable.push(why);
             return Ok(false);
         }
     };
+    let key = identity.key.key().clone();
     let is_rsa = key.algorithm().is_rsa();
-    for (cert_path, cert) in certificates_for(&key, path, &host.certificate_files) {
+    for (cert_path, cert) in identity.certificates {
         tried
             .offered
             .push(format!("certificate {}", cert_path.display()));
@@ -187,153 +185,4 @@ async fn rsa_hash<H: Handler>(
         Some(Some(hash)) => Some(hash),
         _ => Some(HashAlg::Sha512),
     })
-}
-
-/// Loads a private key; `Ok(None)` for a default key file that does not exist.
-/// The error text names the file and the reason, never the passphrase.
-pub fn load_key(
-    path: &Path,
-    passphrase: Option<&Secret>,
-    explicit: bool,
-) -> Result<Option<PrivateKey>, String> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
-        Err(e) => return Err(format!("identity file {}: {e}", path.display())),
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        // OpenSSH's words, so that operators recognise the problem.
-        return Err(format!(
-            "permissions {mode:04o} for '{}' are too open; it is required that private key files \
-             are not accessible by others, so this key is ignored",
-            path.display()
-        ));
-    }
-    match russh::keys::load_secret_key(path, passphrase.map(Secret::expose)) {
-        Ok(key) => Ok(Some(key)),
-        Err(russh::keys::Error::KeyIsEncrypted) => Err(format!(
-            "identity file {} is encrypted and no passphrase_file is set",
-            path.display()
-        )),
-        Err(e) => Err(format!("identity file {}: {e}", path.display())),
-    }
-}
-
-/// The certificates to offer with `key` (read from `key_path`): the `certificate_files`
-/// that certify this key, in order, then `KEY-cert.pub` next to the key, as OpenSSH picks
-/// them up. A certificate for another key, or one that cannot be read, is skipped.
-fn certificates_for(
-    key: &PrivateKey,
-    key_path: &Path,
-    configured: &[PathBuf],
-) -> Vec<(PathBuf, Certificate)> {
-    let mut beside = key_path.as_os_str().to_owned();
-    beside.push("-cert.pub");
-    let beside = PathBuf::from(beside);
-    let mut out: Vec<(PathBuf, Certificate)> = Vec::new();
-    for path in configured.iter().chain(std::iter::once(&beside)) {
-        if out.iter().any(|(p, _)| p == path) || !path.exists() {
-            continue;
-        }
-        match russh::keys::load_openssh_certificate(path) {
-            Ok(cert) if cert.public_key() == key.public_key().key_data() => {
-                out.push((path.clone(), cert));
-            }
-            Ok(_) => {
-                debug!(cert = %path.display(), key = %key_path.display(), "certificate is for another key")
-            }
-            Err(e) => debug!(cert = %path.display(), error = %e, "unreadable certificate ignored"),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keygen(dir: &Path, name: &str, pass: &str) -> PathBuf {
-        let path = dir.join(name);
-        let status = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", pass, "-f"])
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        path
-    }
-
-    #[test]
-    fn key_files_open_to_others_are_refused_like_openssh() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = keygen(dir.path(), "id", "");
-        assert!(load_key(&key, None, true).unwrap().is_some());
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_key(&key, None, true).unwrap_err();
-        assert!(err.starts_with("permissions 0644 for '"), "{err}");
-        assert!(err.contains("too open"));
-    }
-
-    #[test]
-    fn missing_default_keys_are_skipped_but_explicit_ones_are_not() {
-        let missing = Path::new("/nonexistent/id_ed25519");
-        assert!(load_key(missing, None, false).unwrap().is_none());
-        assert!(
-            load_key(missing, None, true)
-                .unwrap_err()
-                .contains("/nonexistent/id_ed25519")
-        );
-    }
-
-    #[test]
-    fn a_legacy_aes256_pem_key_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("legacy");
-        let status = std::process::Command::new("openssl")
-            .args([
-                "genrsa",
-                "-aes256",
-                "-passout",
-                "pass:secret-pass",
-                "-traditional",
-                "-out",
-            ])
-            .arg(&key)
-            .arg("2048")
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let text = std::fs::read_to_string(&key).unwrap();
-        assert!(text.contains("DEK-Info: AES-256-CBC"), "{text}");
-        let pass_file = dir.path().join("pass");
-        std::fs::write(&pass_file, "secret-pass\n").unwrap();
-        let pass = Secret::read_file(&pass_file).unwrap();
-        // russh reads only AES-128-CBC legacy PEM (russh.md trap 12): the file is named and
-        // refused, with no panic and no passphrase in the message.
-        let err = load_key(&key, Some(&pass), true).unwrap_err();
-        assert!(
-            err.starts_with(&format!("identity file {}:", key.display())),
-            "{err}"
-        );
-        assert!(!err.contains("secret-pass"));
-    }
-
-    #[test]
-    fn encrypted_keys_need_the_passphrase_and_never_show_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = keygen(dir.path(), "enc", "s3cret-phrase");
-        let err = load_key(&key, None, true).unwrap_err();
-        assert!(err.contains("encrypted and no passphrase_file"), "{err}");
-        let pass_file = dir.path().join("pass");
-        std::fs::write(&pass_file, "s3cret-phrase\n").unwrap();
-        let pass = Secret::read_file(&pass_file).unwrap();
-        assert!(load_key(&key, Some(&pass), true).unwrap().is_some());
-        std::fs::write(&pass_file, "wrong\n").unwrap();
-        let wrong = Secret::read_file(&pass_file).unwrap();
-        let err = load_key(&key, Some(&wrong), true).unwrap_err();
-        assert!(!err.contains("wrong") && !err.contains("s3cret"), "{err}");
-    }
 }

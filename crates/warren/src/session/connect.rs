@@ -70,8 +70,14 @@ pub struct Established {
 
 /// The russh settings for `host`: keepalives with replies required, and an inactivity
 /// timeout of the same length so that a write stalled on a dead peer also ends the session.
-pub fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
-    let certificates: &[Algorithm] = if wants_host_certificates(host) {
+/// Reads the known_hosts files (on a blocking thread) to know whether to ask for host
+/// certificates.
+pub async fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
+    let files = host.known_hosts.clone();
+    let wants_certificates = tokio::task::spawn_blocking(move || wants_host_certificates(&files))
+        .await
+        .unwrap_or(false);
+    let certificates: &[Algorithm] = if wants_certificates {
         HOST_CERT_ALGORITHMS
     } else {
         &[]
@@ -123,8 +129,8 @@ fn impossible_key() -> russh::keys::ssh_key::public::KeyData {
 
 /// Host certificates are asked for only when a known_hosts file names a certificate
 /// authority, as OpenSSH does; otherwise a server's certificate would hide its plain key.
-fn wants_host_certificates(host: &HostConfig) -> bool {
-    host.known_hosts.iter().any(|f| {
+fn wants_host_certificates(known_hosts: &[std::path::PathBuf]) -> bool {
+    known_hosts.iter().any(|f| {
         std::fs::read_to_string(f).is_ok_and(|text| {
             text.lines()
                 .any(|l| l.trim_start().starts_with("@cert-authority"))

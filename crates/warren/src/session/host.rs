@@ -396,7 +396,7 @@ enum Asked {
 impl Supervisor {
     async fn run(mut self) {
         let mut cfg = self.config.borrow().clone();
-        let mut ssh_config = ssh_client_config(&cfg);
+        let mut ssh_config = ssh_client_config(&cfg).await;
         let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
         let mut last_logged: Option<String> = None;
         // The first attempt after a lost session starts at once (the host was reachable a
@@ -408,7 +408,7 @@ impl Supervisor {
             if !Arc::ptr_eq(&cfg, &latest) {
                 // Reconfigured: new settings start with a fresh backoff.
                 cfg = latest;
-                ssh_config = ssh_client_config(&cfg);
+                ssh_config = ssh_client_config(&cfg).await;
                 backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
                 last_logged = None;
                 quick_retry = true;
