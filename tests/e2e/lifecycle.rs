@@ -1,7 +1,7 @@
 //! The `warren run` process: start-up failures and their exit codes, and a graceful stop
 //! on SIGTERM that lets open connections finish within `shutdown_grace`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -16,52 +16,11 @@ use crate::harness::{
     Digest, EchoServer, MIB, SshServer, UserKey, WarrenProcess, hex, run_warren, wait_until,
     with_timeout, within,
 };
-use crate::support::{Fixture, forward_table, host_table};
+use crate::support::{Files, Fixture, forward_table, host_table};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// Bound for one step that should be quick.
 const STEP: Duration = Duration::from_secs(15);
-
-/// A tempdir holding a config file (with its own control socket) and a home directory.
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir(dir.path().join("home"))?;
-        Ok(Files { dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes `warren.toml`: a `[daemon]` table with this dir's control socket and `daemon`
-    /// lines, then `rest`.
-    fn config(&self, daemon: &str, rest: &str) -> anyhow::Result<PathBuf> {
-        let text = format!(
-            "[daemon]\ncontrol_socket = \"{}\"\n{daemon}\n\n{rest}",
-            self.path("control.sock").display()
-        );
-        let path = self.path("warren.toml");
-        std::fs::write(&path, text)?;
-        Ok(path)
-    }
-
-    /// The environment for warren: HOME in the tempdir, so no real user file is read.
-    fn home(&self) -> String {
-        self.path("home").display().to_string()
-    }
-
-    fn spawn(&self, config: &Path) -> anyhow::Result<WarrenProcess> {
-        WarrenProcess::spawn(
-            &["run", "-c", &config.display().to_string()],
-            &[("HOME", &self.home())],
-        )
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taken_port_exits_1_naming_the_forward_and_address() {

@@ -12,7 +12,9 @@ use warren::daemon::Daemon;
 use warren::forward::ForwardRuntime;
 use warren::session::{HostState, HostStatus};
 
-use crate::harness::{EchoServer, KeyKind, SshServer, Transport, UserKey, current_user};
+use crate::harness::{
+    EchoServer, KeyKind, SshServer, Transport, UserKey, WarrenProcess, current_user,
+};
 
 /// What most tests start from: a harness sshd, an Ed25519 key it accepts, a TCP echo server.
 pub struct Fixture {
@@ -339,6 +341,56 @@ fn stopped_or_gone(pid: i32) -> bool {
     text.rfind(')')
         .and_then(|i| text[i + 1..].split_whitespace().next())
         .is_some_and(|s| matches!(s, "T" | "t" | "Z" | "X"))
+}
+
+/// A tempdir for a `warren run` process: its config file (with its own control socket) and a
+/// home directory, so that no real user file is read.
+pub struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    /// A new tempdir with an empty `home/`.
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join("home"))?;
+        Ok(Files { dir })
+    }
+
+    /// `name` inside the tempdir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The control socket the config names.
+    pub fn control_socket(&self) -> PathBuf {
+        self.path("control.sock")
+    }
+
+    /// Writes `warren.toml`: a `[daemon]` table with this dir's control socket and `daemon`
+    /// lines, then `rest`.
+    pub fn config(&self, daemon: &str, rest: &str) -> anyhow::Result<PathBuf> {
+        let text = format!(
+            "[daemon]\ncontrol_socket = \"{}\"\n{daemon}\n\n{rest}",
+            self.control_socket().display()
+        );
+        let path = self.path("warren.toml");
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// The environment for warren: HOME in the tempdir.
+    pub fn home(&self) -> String {
+        self.path("home").display().to_string()
+    }
+
+    /// Starts `warren run -c CONFIG`.
+    pub fn spawn(&self, config: &Path) -> anyhow::Result<WarrenProcess> {
+        WarrenProcess::spawn(
+            &["run", "-c", &config.display().to_string()],
+            &[("HOME", &self.home())],
+        )
+    }
 }
 
 /// The number of open file descriptors of process `pid` (entries of `/proc/PID/fd`).
