@@ -13,6 +13,7 @@ mod hostkeys;
 mod jump;
 mod leaks;
 mod lifecycle;
+mod limits;
 mod liveness;
 mod local_forward;
 mod logs;

@@ -702,6 +702,7 @@ fn forward(f: &Spanned<RawForward>, names: &[String], cx: &mut Ctx<'_>) -> Optio
             }
         },
     };
+    let max_connections = max_connections(raw, cx);
     let Some(listen) = &raw.listen else {
         cx.err(header, "[[forward]] needs `listen`: the ingress address");
         return None;
@@ -758,12 +759,11 @@ fn forward(f: &Spanned<RawForward>, names: &[String], cx: &mut Ctx<'_>) -> Optio
         Some(n) => n.get_ref().clone(),
         None => format!("{host}:{}:{}", spec.kind_name(), spec.listen_text()),
     };
-    let max_connections = max_connections(raw, cx)?;
     Some(ForwardConfig {
         name,
         host,
         spec,
-        max_connections,
+        max_connections: max_connections?,
     })
 }
 

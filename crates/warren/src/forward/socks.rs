@@ -298,7 +298,8 @@ where
 }
 
 /// Turns a client away before its handshake (its forward is full): a SOCKS5 client is told no
-/// method is acceptable, a SOCKS4 one that its request is rejected, after its first byte.
+/// method is acceptable, a SOCKS4 one that its request is rejected, after its first byte;
+/// the caller bounds the time.
 pub async fn refuse<S>(s: &mut S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -311,6 +312,10 @@ where
     };
     let _ = s.write_all(reply).await;
     let _ = s.shutdown().await;
+    // Closing with unread input would reset the connection before the client reads the
+    // answer: take what it sent (bounded; the caller bounds the time).
+    let mut rest = [0u8; MAX_HANDSHAKE];
+    let _ = s.read(&mut rest).await;
 }
 
 async fn answer<S: AsyncWrite + Unpin>(s: &mut S, version: Version, e: SocksError) -> SocksError {
