@@ -320,6 +320,7 @@ fn systemd_units_verify_cleanly() {
             "NoNewPrivileges=yes\n",
             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
             "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n",
+            "LimitNOFILE=65536\n",
         ] {
             assert!(text.contains(needed), "{file} lacks {needed:?}");
         }
