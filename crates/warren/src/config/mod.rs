@@ -6,6 +6,7 @@ mod diag;
 mod diff;
 mod duration;
 mod env;
+pub mod names;
 mod raw;
 pub mod ssh_config;
 mod validate;

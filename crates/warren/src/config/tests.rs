@@ -563,8 +563,65 @@ fn host_only_keys_are_refused_in_defaults() {
 
 #[test]
 fn bad_host_names() {
-    assert!(one_problem("[hosts.\"a b\"]\n").contains("may not be empty or contain spaces"));
+    assert_eq!(
+        one_problem("[hosts.\"a b\"]\n"),
+        "1:8: [hosts.a b]: host name \"a b\" contains ' ', which a host name never does (it \
+         could reach a ProxyCommand's shell or a known_hosts pattern)"
+    );
     assert!(one_problem("[hosts.\"u@h\"]\n").contains("'@'"));
+}
+
+/// Every character OpenSSH 9.6 refuses in a host or user name (plus the known_hosts pattern
+/// characters), from each place the TOML can give one: refused at its position.
+#[test]
+fn host_and_user_names_that_could_reach_a_shell_are_refused() {
+    let forbidden = "'`\"$\\;&<>|(){}*?[]!,";
+    for c in forbidden.chars().chain([' ', '\t', '\x07']) {
+        let bad = format!("x{c}y");
+        let toml_str = toml::Value::String(bad.clone()).to_string();
+        for (src, at) in [
+            (
+                format!("[hosts.h]\nhostname = {toml_str}\n"),
+                "2:12: `hostname`: host name",
+            ),
+            (
+                format!("[hosts.h]\nuser = {toml_str}\n"),
+                "2:8: `user`: user name",
+            ),
+            (
+                format!("[defaults]\nuser = {toml_str}\n"),
+                "2:8: `user`: user name",
+            ),
+            (
+                // Some are refused as names, some before: not a `user@host[:port]` at all.
+                format!(
+                    "[hosts.h]\njump = [{}]\n",
+                    toml::Value::String(format!("ops@{bad}"))
+                ),
+                "2:9: ",
+            ),
+            (
+                format!(
+                    "[hosts.h]\njump = [{}]\n",
+                    toml::Value::String(format!("{bad}@gw.example"))
+                ),
+                "2:9: ",
+            ),
+        ] {
+            let p = problems(&src);
+            assert!(
+                p.iter().any(|m| m.starts_with(at)),
+                "{c:?} in {src:?} gave {p:#?}, expected {at}"
+            );
+        }
+    }
+    // A leading dash would read as an option; brackets are for an IPv6 literal only.
+    assert!(
+        one_problem("[hosts.h]\nhostname = \"-oProxyCommand=x\"\n").contains("starts with '-'")
+    );
+    assert!(one_problem("[hosts.h]\nuser = \"-l\"\n").contains("starts with '-'"));
+    let c = ok("[hosts.h]\nhostname = \"[::1]\"\n");
+    assert_eq!(c.hosts["h"].hostname, "::1");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use super::address::{BindAddr, Endpoint, parse_bind, parse_egress, parse_remote_
 use super::diag::Diagnostic;
 use super::duration::parse_duration;
 use super::env::Env;
+use super::names;
 use super::raw::{RawConfig, RawForward, RawHost, SshConfigSetting, Str, StrList, edit_distance};
 use super::ssh_config::{ResolvedHost, SshConfig, StrictHostKeyChecking};
 use super::{Config, DaemonConfig, ForwardConfig, ForwardSpec, HostConfig, HostKeyPolicy, Route};
@@ -173,13 +174,17 @@ fn refuse_host_only_keys(d: &RawHost, cx: &mut Ctx<'_>) {
     }
 }
 
+/// A `[hosts.NAME]` name: it is the host name when `hostname` is not set, and `%n` of a
+/// ProxyCommand, so it follows the host name rule, and it may not look like an ad-hoc hop.
 fn check_host_name(name: &Str, cx: &mut Ctx<'_>) {
     let n = name.get_ref();
-    if n.is_empty() || n.chars().any(|c| c.is_whitespace() || "@:/,".contains(c)) {
+    if n.chars().any(|c| "@:/".contains(c)) {
         cx.err(
             name.span(),
-            format!("host name `{n}` may not be empty or contain spaces, '@', ':', '/' or ','"),
+            format!("host name `{n}` may not contain '@', ':' or '/'"),
         );
+    } else if let Err(e) = names::check_hostname(n) {
+        cx.err(name.span(), format!("[hosts.{n}]: {e}"));
     }
 }
 
@@ -418,29 +423,27 @@ fn host_config(
     cx: &mut Ctx<'_>,
 ) -> Option<HostConfig> {
     let mut ok = true;
-    let hostname = h
-        .hostname
-        .as_ref()
-        .map_or_else(|| name.to_string(), |v| v.get_ref().trim().to_string());
-    if let Some(v) = &h.hostname
-        && (hostname.is_empty() || hostname.contains(char::is_whitespace))
-    {
-        cx.err(
-            v.span(),
-            format!(
-                "`hostname` \"{}\" is not a host name or address",
-                v.get_ref()
-            ),
-        );
-        ok = false;
-    }
+    // Without `hostname` the table's name is the host name; `check_host_name` checked it.
+    let hostname = match &h.hostname {
+        None => name.to_string(),
+        Some(v) => match names::check_hostname(v.get_ref().trim()) {
+            Ok(hostname) => hostname.to_string(),
+            Err(e) => {
+                cx.err(v.span(), format!("`hostname`: {e}"));
+                ok = false;
+                String::new()
+            }
+        },
+    };
     let user = match h.user.as_ref().or(d.user.as_ref()) {
-        Some(v) if v.get_ref().is_empty() || v.get_ref().contains(char::is_whitespace) => {
-            cx.err(v.span(), "`user` must be a non-empty name without spaces");
-            ok = false;
-            String::new()
-        }
-        Some(v) => v.get_ref().clone(),
+        Some(v) => match names::check_user(v.get_ref()) {
+            Ok(()) => v.get_ref().clone(),
+            Err(e) => {
+                cx.err(v.span(), format!("`user`: {e}"));
+                ok = false;
+                String::new()
+            }
+        },
         None => cx.env.user.clone(),
     };
     let port = match h.port.as_ref().or(d.port.as_ref()) {
