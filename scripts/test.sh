@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # On a fresh Debian machine, run as root: it installs what the end-to-end tests need
-# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3, patch, and systemd for
-# `systemd-analyze verify` of the units), prepares /run/sshd, then runs
+# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3 with paramiko, patch, and
+# systemd for `systemd-analyze verify` of the units), prepares /run/sshd, then runs
 # rustfmt, clippy with -D warnings and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,8 @@ missing=()
 for cmd in "${!package_of[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
 done
+# The hostile-server test (tests/e2e/hostile_server.py) runs paramiko under the system python3.
+/usr/bin/python3 -c 'import paramiko' >/dev/null 2>&1 || missing+=(python3-paramiko)
 if ((${#missing[@]})); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [[ $(id -u) -eq 0 ]]; then

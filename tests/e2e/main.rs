@@ -9,6 +9,7 @@ mod connect;
 mod flow_control;
 mod harness;
 mod harness_selftest;
+mod hostile_server;
 mod hostkeys;
 mod jump;
 mod leaks;
