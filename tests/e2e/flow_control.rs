@@ -68,7 +68,7 @@ async fn a_client_that_never_reads_holds_only_its_own_window() {
         let t = push_through(busy, 64 * MIB).await?;
         t.check_echoed()?;
 
-        // What the firehose got rid of is bounded: the SSH window (2 MiB) plus socket buffers
+        // What the firehose got rid of is bounded: the SSH window (8 MiB) plus socket buffers
         // on the way, not the 64 MiB that moved meanwhile.
         let held = taken.load(Ordering::SeqCst);
         assert!(

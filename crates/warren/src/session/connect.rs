@@ -147,7 +147,7 @@ pub async fn establish(
 ) -> Result<Established, SessionError> {
     let (alive, dead) = oneshot::channel();
     let check = host_key_check(host);
-    let handler = ClientHandler::new(check, &host.hostname, host.port, router, alive);
+    let handler = ClientHandler::new(check, host, router, alive);
     let stream = transport::open(host, upstream).await?;
     let mut handle = client::connect_stream(config, stream, handler).await?;
     auth::authenticate(&mut handle, host).await?;

@@ -3,13 +3,14 @@
 //! server opens, and the signal that the session task has ended (its drop, which russh does
 //! even when it skips `disconnected`).
 
-use russh::Channel;
 use russh::client::{ChannelOpenHandle, Handler, Msg, Session};
 use russh::keys::PublicKeyOrCertificate;
+use russh::{Channel, ChannelOpenFailure};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::router::{Incoming, RouteKey, SharedRouter};
+use super::router::{Incoming, RouteKey, SharedRouter, Unrouted};
+use crate::config::HostConfig;
 use crate::hostkey::{self, Accepted, HostKeyCheck, HostKeyError};
 
 /// Errors a handler callback can end the session with.
@@ -39,31 +40,37 @@ impl From<HandlerError> for super::SessionError {
 /// The handler of one session.
 pub struct ClientHandler {
     check: HostKeyCheck,
+    /// The host's name in the configuration, for logs.
+    name: String,
     hostname: String,
     port: u16,
     router: SharedRouter,
     /// A channel the server opened unasked was refused (and logged) in this session.
-    refused_any: bool,
+    refused_logged: bool,
+    /// A channel was rejected for a saturated remote forward (and logged) in this session.
+    saturated_logged: bool,
     /// Dropped with the handler, when russh's session task ends: the supervisor's
     /// "session dead" signal.
     _alive: oneshot::Sender<()>,
 }
 
 impl ClientHandler {
-    /// A handler verifying keys for `hostname:port`; `alive` is dropped when the session ends.
+    /// A handler for `host`, verifying keys for its `hostname:port`; `alive` is dropped when
+    /// the session ends.
     pub fn new(
         check: HostKeyCheck,
-        hostname: &str,
-        port: u16,
+        host: &HostConfig,
         router: SharedRouter,
         alive: oneshot::Sender<()>,
     ) -> Self {
         Self {
             check,
-            hostname: hostname.to_string(),
-            port,
+            name: host.name.clone(),
+            hostname: host.hostname.clone(),
+            port: host.port,
             router,
-            refused_any: false,
+            refused_logged: false,
+            saturated_logged: false,
             _alive: alive,
         }
     }
@@ -95,11 +102,11 @@ impl Handler for ClientHandler {
                 .map_err(|_| HandlerError::Ssh(russh::Error::UnknownKey))?;
         match verdict {
             Ok(Accepted::Learned(at)) => {
-                info!(host = %self.hostname, known_hosts = %at, "new host key recorded (accept-new)");
+                info!(host = %self.name, known_hosts = %at, "new host key recorded (accept-new)");
                 Ok(true)
             }
             Ok(how) => {
-                debug!(host = %self.hostname, accepted = ?how, "host key verified");
+                debug!(host = %self.name, accepted = ?how, "host key verified");
                 Ok(true)
             }
             Err(e) => Err(HandlerError::HostKey(e)),
@@ -118,14 +125,8 @@ impl Handler for ClientHandler {
     ) -> Result<(), Self::Error> {
         let key = RouteKey::Tcp(connected_address.to_string(), connected_port);
         let originator = format!("{originator_address}:{originator_port}");
-        self.router.route(
-            &key,
-            Incoming {
-                channel,
-                reply,
-                originator,
-            },
-        );
+        self.hand_off("forwarded-tcpip", key, channel, reply, originator)
+            .await;
         Ok(())
     }
 
@@ -138,14 +139,14 @@ impl Handler for ClientHandler {
     ) -> Result<(), Self::Error> {
         let key = RouteKey::Unix(socket_path.to_string());
         let originator = socket_path.to_string();
-        self.router.route(
-            &key,
-            Incoming {
-                channel,
-                reply,
-                originator,
-            },
-        );
+        self.hand_off(
+            "forwarded-streamlocal@openssh.com",
+            key,
+            channel,
+            reply,
+            originator,
+        )
+        .await;
         Ok(())
     }
 
@@ -212,15 +213,48 @@ impl Handler for ClientHandler {
 }
 
 impl ClientHandler {
+    /// Hands a `forwarded-*` channel to the remote forward whose listener it came from,
+    /// without waiting (this runs inside the session loop). One for a listener warren never
+    /// requested is refused; one for a forward with too many channels waiting is rejected
+    /// for lack of resources, logged at warn once per session.
+    async fn hand_off(
+        &mut self,
+        kind: &'static str,
+        key: RouteKey,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        originator: String,
+    ) {
+        let incoming = Incoming {
+            channel,
+            reply,
+            originator,
+        };
+        match self.router.route(&key, incoming) {
+            Ok(()) => {}
+            Err(Unrouted::NoRoute(incoming)) => self.refuse(kind, incoming.reply),
+            Err(Unrouted::Saturated(incoming)) => {
+                if std::mem::replace(&mut self.saturated_logged, true) {
+                    debug!(host = %self.name, route = ?key, "remote forward saturated; channel rejected");
+                } else {
+                    warn!(host = %self.name, route = ?key, "remote forward is saturated; channels rejected (further ones at debug)");
+                }
+                incoming
+                    .reply
+                    .reject(ChannelOpenFailure::ResourceShortage)
+                    .await;
+            }
+        }
+    }
+
     /// Refuses a channel the server opened that warren did not ask for: logged at warn once
     /// per session (a server could open thousands), then at debug.
     fn refuse(&mut self, kind: &'static str, reply: ChannelOpenHandle) {
-        if self.refused_any {
-            debug!(host = %self.hostname, channel_type = kind, "unrequested channel refused");
+        if std::mem::replace(&mut self.refused_logged, true) {
+            debug!(host = %self.name, channel_type = kind, "unrequested channel refused");
         } else {
-            self.refused_any = true;
             warn!(
-                host = %self.hostname,
+                host = %self.name,
                 channel_type = kind,
                 "server opened a channel warren did not ask for; refused (further ones at debug)"
             );

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use russh::Channel;
 use russh::client::{ChannelOpenHandle, Msg};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
 
 /// How the server names a remote forward's listener in a channel open.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,6 +28,14 @@ pub struct Incoming {
     pub originator: String,
 }
 
+/// A channel no remote forward took.
+pub enum Unrouted {
+    /// For a listener no remote forward of this host requested.
+    NoRoute(Incoming),
+    /// Its forward has too many channels waiting for their egress.
+    Saturated(Incoming),
+}
+
 /// The routes of one host, shared by its sessions' handlers and its remote forwards.
 #[derive(Default)]
 pub struct RemoteRouter {
@@ -46,19 +53,17 @@ impl RemoteRouter {
         self.lock().remove(key);
     }
 
-    /// Hands `incoming` to its forward without waiting; rejects it when there is no route
-    /// or the forward's queue is full.
-    pub fn route(&self, key: &RouteKey, incoming: Incoming) {
-        let queue = self.lock().get(key).cloned();
-        match queue {
-            Some(q) => {
-                if let Err(e) = q.try_send(incoming) {
-                    warn!(route = ?key, "remote forward is saturated; channel rejected");
-                    drop(e);
-                }
+    /// Hands `incoming` to its forward without waiting; gives it back when there is no route
+    /// (a listener warren never asked for) or the forward's queue is full.
+    pub fn route(&self, key: &RouteKey, incoming: Incoming) -> Result<(), Unrouted> {
+        let Some(queue) = self.lock().get(key).cloned() else {
+            return Err(Unrouted::NoRoute(incoming));
+        };
+        queue.try_send(incoming).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => {
+                Unrouted::Saturated(i)
             }
-            None => debug!(route = ?key, "no remote forward for this channel; rejected"),
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RouteKey, mpsc::Sender<Incoming>>> {
