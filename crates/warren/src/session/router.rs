@@ -31,9 +31,9 @@ pub struct Incoming {
 /// A channel no remote forward took.
 pub enum Unrouted {
     /// For a listener no remote forward of this host requested.
-    NoRoute(Incoming),
+    NoRoute(Box<Incoming>),
     /// Its forward has too many channels waiting for their egress.
-    Saturated(Incoming),
+    Saturated(Box<Incoming>),
 }
 
 /// The routes of one host, shared by its sessions' handlers and its remote forwards.
@@ -57,11 +57,11 @@ impl RemoteRouter {
     /// (a listener warren never asked for) or the forward's queue is full.
     pub fn route(&self, key: &RouteKey, incoming: Incoming) -> Result<(), Unrouted> {
         let Some(queue) = self.lock().get(key).cloned() else {
-            return Err(Unrouted::NoRoute(incoming));
+            return Err(Unrouted::NoRoute(Box::new(incoming)));
         };
         queue.try_send(incoming).map_err(|e| match e {
             mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => {
-                Unrouted::Saturated(i)
+                Unrouted::Saturated(Box::new(i))
             }
         })
     }
