@@ -5,7 +5,9 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
+use nix::fcntl::{Flock, FlockArg};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::public::KeyData;
 
@@ -197,24 +199,97 @@ fn parse_line(line: &str) -> Result<Option<(Marker, HostField, KeyData)>, &'stat
     Ok(Some((marker, hosts, key.key_data().clone())))
 }
 
-/// Appends `host`/`port` with `key` to `file` the way `ssh` does, returning the new line's place.
-///
-/// Creates missing directories (mode 0700) and the file (mode 0600). The line is
-/// `host` or `[host]:port`, the key type and the key, without comment; a file
-/// whose last line lacks its newline gets one first.
-pub fn append_entry(file: &Path, host: &str, port: u16, key: &PublicKey) -> io::Result<Location> {
+/// What [`learn`] found once it held the lock.
+#[derive(Debug)]
+pub(crate) enum Learnt {
+    /// The host was still unknown: its key was appended here.
+    Appended(Location),
+    /// Meanwhile the files say this (another session of the host, or another process,
+    /// learned a key first).
+    Decided(KeyStatus),
+}
+
+/// One learner at a time within this process; `flock` orders it with other processes
+/// (another warren, or `ssh` with `StrictHostKeyChecking accept-new` on the same file).
+static LEARNING: Mutex<()> = Mutex::new(());
+
+/// Learns `key` for `host`/`port` under accept-new, into the first of `files`: with the
+/// process lock and an exclusive `flock` on that file, every file is read again, and the key
+/// is appended only if the host is still unknown. So when several sessions of one new host
+/// verify at once (two `[hosts.*]` entries for one server, or a reconnect racing a reload),
+/// at most one key is learned, and a different one offered by another is a changed key.
+pub(crate) fn learn(
+    files: &[PathBuf],
+    host: &str,
+    port: u16,
+    key: &KeyData,
+) -> Result<Learnt, HostKeyError> {
+    let Some(file) = files.first() else {
+        return Err(HostKeyError::Io {
+            action: "write",
+            file: PathBuf::new(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no known_hosts file to write"),
+        });
+    };
+    let io_error = |source| HostKeyError::Io {
+        action: "write",
+        file: file.clone(),
+        source,
+    };
+    let name = lookup_name(host, port);
+    if !is_literal(host) {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a literal host name; it would be read as a pattern"),
+        )));
+    }
+    let _process = LEARNING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut handle = open_locked(file).map_err(io_error)?;
+    match KnownHosts::load(files)?.check_key(&name, key) {
+        KeyStatus::Unknown { other_keys } if other_keys.is_empty() => {}
+        status => return Ok(Learnt::Decided(status)),
+    }
+    append_line(&mut handle, file, &name, key)
+        .map(Learnt::Appended)
+        .map_err(io_error)
+}
+
+/// Whether `host` is written as itself in a known_hosts line (no pattern, list, negation,
+/// hash or marker character), so that the line matches this host and no other.
+fn is_literal(host: &str) -> bool {
+    !host.is_empty()
+        && !host.starts_with(['|', '@'])
+        && !host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "*?!,[]#".contains(c))
+}
+
+/// Opens `file` for appending (creating it 0600, and its directories 0700) with an exclusive
+/// `flock`, released when the handle drops.
+fn open_locked(file: &Path) -> io::Result<Flock<fs::File>> {
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    let key_text = PublicKey::new(key.key_data().clone(), "")
-        .to_openssh()
-        .map_err(io::Error::other)?;
-    let mut handle = OpenOptions::new()
+    let handle = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
         .open(file)?;
+    Flock::lock(handle, FlockArg::LockExclusive).map_err(|(_, errno)| io::Error::from(errno))
+}
+
+/// Appends `name` with `key` the way `ssh` does, returning the new line's place: the key
+/// type and the key, without comment; a file whose last line lacks its newline gets one first.
+fn append_line(
+    handle: &mut fs::File,
+    file: &Path,
+    name: &str,
+    key: &KeyData,
+) -> io::Result<Location> {
+    let key_text = PublicKey::new(key.clone(), "")
+        .to_openssh()
+        .map_err(io::Error::other)?;
     let mut existing = Vec::new();
     handle.read_to_end(&mut existing)?;
     let newlines = existing.iter().filter(|&&b| b == b'\n').count();
@@ -224,11 +299,11 @@ pub fn append_entry(file: &Path, host: &str, port: u16, key: &PublicKey) -> io::
         text.push('\n');
         line += 1;
     }
-    text.push_str(&lookup_name(host, port));
+    text.push_str(name);
     text.push(' ');
     text.push_str(&key_text);
     text.push('\n');
-    // One write in append mode, so a concurrent writer cannot split the line.
+    // One write in append mode, so that a writer not taking the lock cannot split the line.
     handle.write_all(text.as_bytes())?;
     handle.sync_all()?;
     Ok(Location {
@@ -473,19 +548,24 @@ mod tests {
         );
     }
 
+    /// Learns `key` for `host`/`port` into `file` alone; where it was appended.
+    fn learn_into(file: &Path, host: &str, port: u16, key: &PublicKey) -> Location {
+        match learn(&[file.to_path_buf()], host, port, key.key_data()).unwrap() {
+            Learnt::Appended(at) => at,
+            other => panic!("not appended: {other:?}"),
+        }
+    }
+
     #[test]
     fn append_creates_private_file_that_ssh_keygen_finds() {
         let dir = tempfile::tempdir().unwrap();
         let key = keygen(dir.path(), "k", "ed25519");
         let file = dir.path().join("new/dir/known_hosts");
         assert_eq!(
-            append_entry(&file, "DB.example.com", 2222, &key).unwrap(),
+            learn_into(&file, "DB.example.com", 2222, &key),
             at(&file, 1)
         );
-        assert_eq!(
-            append_entry(&file, "db.example.com", 22, &key).unwrap(),
-            at(&file, 2)
-        );
+        assert_eq!(learn_into(&file, "db.example.com", 22, &key), at(&file, 2));
         let text = fs::read_to_string(&file).unwrap();
         let line = openssh(&key);
         assert_eq!(
@@ -522,7 +602,7 @@ mod tests {
             &format!("# c\nold {}", openssh(&old)),
         );
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(append_entry(&file, "new", 22, &new).unwrap(), at(&file, 3));
+        assert_eq!(learn_into(&file, "new", 22, &new), at(&file, 3));
         let text = fs::read_to_string(&file).unwrap();
         assert_eq!(
             text,
@@ -542,5 +622,73 @@ mod tests {
             known.check_key("new", new.key_data()),
             KeyStatus::Trusted(at(&file, 3))
         );
+    }
+
+    #[test]
+    fn a_host_learned_meanwhile_is_decided_on_not_learned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = keygen(dir.path(), "first", "ed25519");
+        let second = keygen(dir.path(), "second", "ed25519");
+        let file = dir.path().join("known_hosts");
+        assert_eq!(learn_into(&file, "db", 2222, &first), at(&file, 1));
+        // A second session offering the same key: already trusted, nothing written.
+        let again = learn(std::slice::from_ref(&file), "db", 2222, first.key_data()).unwrap();
+        assert!(
+            matches!(again, Learnt::Decided(KeyStatus::Trusted(_))),
+            "{again:?}"
+        );
+        // One offering another key of the same type: a changed key.
+        let other = learn(std::slice::from_ref(&file), "db", 2222, second.key_data()).unwrap();
+        assert!(
+            matches!(other, Learnt::Decided(KeyStatus::Changed(_))),
+            "{other:?}"
+        );
+        assert_eq!(fs::read_to_string(&file).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn concurrent_learners_of_one_host_write_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<PublicKey> = (0..8)
+            .map(|i| keygen(dir.path(), &format!("k{i}"), "ed25519"))
+            .collect();
+        let file = dir.path().join("known_hosts");
+        let appended: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    let file = file.clone();
+                    scope.spawn(move || {
+                        matches!(
+                            learn(&[file], "db", 22, k.key_data()).unwrap(),
+                            Learnt::Appended(_)
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(appended, 1);
+        assert_eq!(fs::read_to_string(&file).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn a_name_that_would_be_a_pattern_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "k", "ed25519");
+        let file = dir.path().join("known_hosts");
+        for bad in [
+            "*", "db*", "a,b", "!db", "db?", "|1|x", "@revoked", "a b", "[db]",
+        ] {
+            let err = learn(std::slice::from_ref(&file), bad, 22, key.key_data()).unwrap_err();
+            assert!(
+                format!("{err:?}").contains("not a literal host name"),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(!file.exists());
     }
 }

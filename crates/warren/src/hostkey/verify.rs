@@ -2,10 +2,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use russh::keys::{PublicKey, PublicKeyOrCertificate};
+use russh::keys::PublicKeyOrCertificate;
 
 use super::cert;
-use super::known_hosts::{KeyStatus, KnownHosts, append_entry};
+use super::known_hosts::{KeyStatus, KnownHosts, Learnt, learn};
 use super::pattern::lookup_name;
 use super::{Accepted, Fingerprint, HostKeyCheck, HostKeyError, Policy};
 
@@ -75,7 +75,21 @@ fn verify_at(
         }
     }
 
-    match known.check_key(&lookup, key) {
+    let mut status = known.check_key(&lookup, key);
+    // A host already known by keys of other algorithms is not new: refuse to learn, so a
+    // server cannot swap algorithms to slip past a change.
+    if check.policy == Policy::AcceptNew
+        && !check.known_hosts.is_empty()
+        && rejection.is_none()
+        && matches!(&status, KeyStatus::Unknown { other_keys } if other_keys.is_empty())
+    {
+        match learn(&check.known_hosts, host, port, key)? {
+            Learnt::Appended(at) => return Ok(Accepted::Learned(at)),
+            // Another session learned the host first: decide on what it wrote.
+            Learnt::Decided(now) => status = now,
+        }
+    }
+    match status {
         KeyStatus::Trusted(location) => {
             if let Some(reason) = rejection {
                 tracing::debug!(%reason, "host certificate rejected, its plain key is known");
@@ -87,33 +101,18 @@ fn verify_at(
             fingerprint,
             old,
         }),
-        KeyStatus::Unknown { other_keys } => {
-            if let Some(reason) = rejection {
-                return Err(HostKeyError::CertRejected {
-                    host: shown,
-                    fingerprint,
-                    reason,
-                });
-            }
-            // A host already known by keys of other algorithms is not new: refuse
-            // to learn, so a server cannot swap algorithms to slip past a change.
-            let learn = check.policy == Policy::AcceptNew && other_keys.is_empty();
-            if let Some(file) = check.known_hosts.first().filter(|_| learn) {
-                let key = PublicKey::new(key.clone(), "");
-                return append_entry(file, host, port, &key)
-                    .map(Accepted::Learned)
-                    .map_err(|source| HostKeyError::Io {
-                        action: "write",
-                        file: file.clone(),
-                        source,
-                    });
-            }
-            Err(HostKeyError::Unknown {
+        KeyStatus::Unknown { other_keys } => match rejection {
+            Some(reason) => Err(HostKeyError::CertRejected {
+                host: shown,
+                fingerprint,
+                reason,
+            }),
+            None => Err(HostKeyError::Unknown {
                 host: shown,
                 fingerprint,
                 other_keys,
-            })
-        }
+            }),
+        },
     }
 }
 
@@ -124,6 +123,7 @@ mod tests {
     use crate::hostkey::cert::CertRejection;
     use crate::hostkey::testutil::{keygen, openssh, sign, write};
     use russh::keys::Certificate;
+    use russh::keys::PublicKey;
     use std::fs;
     use std::path::{Path, PathBuf};
 
