@@ -90,7 +90,7 @@ impl Daemon {
         let mut bound = HashMap::new();
         for f in &config.forwards {
             let Some(addr) = ingress_of(f) else { continue };
-            let listener = bind(addr, &mut inherited)
+            let listener = bind(addr, f.socket_mode, &mut inherited)
                 .await
                 .map_err(|error| StartError::Bind {
                     forward: f.name.clone(),
@@ -158,7 +158,7 @@ impl Daemon {
             }
             let ingress = match ingress_of(f) {
                 None => Ingress::None,
-                Some(addr) => match bind(addr, &mut inherited).await {
+                Some(addr) => match bind(addr, f.socket_mode, &mut inherited).await {
                     Ok(l) => Ingress::Bound(l),
                     Err(e) => Ingress::Retry(addr.clone(), format!("cannot listen on {addr}: {e}")),
                 },
@@ -344,13 +344,14 @@ fn ingress_of(f: &ForwardConfig) -> Option<&BindAddr> {
 /// Binds `addr`, adopting the listener of `inherited` bound there already, if any.
 async fn bind(
     addr: &BindAddr,
+    mode: u32,
     inherited: &mut HashMap<SocketAddr, std::net::TcpListener>,
 ) -> std::io::Result<Listener> {
     let adopt = match addr {
         BindAddr::Tcp(a) => inherited.remove(a),
         BindAddr::Unix(_) => None,
     };
-    Listener::bind(addr, adopt).await
+    Listener::bind(addr, mode, adopt).await
 }
 
 /// Serves a bound local or dynamic ingress until its forward stops.
@@ -391,7 +392,7 @@ impl Rebind {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            match Listener::bind(&self.addr, None).await {
+            match Listener::bind(&self.addr, self.forward.config.socket_mode, None).await {
                 Ok(l) => break l,
                 Err(e) => {
                     let msg = format!("cannot listen on {}: {e}", self.addr);

@@ -88,7 +88,9 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
     let mut daemon = daemon;
     let socket_path = config.daemon.control_socket.clone();
     let control = if file_env.is_some() {
-        ControlSocket::bind(&socket_path).await.map(Some)
+        ControlSocket::bind(&socket_path, config.daemon.control_socket_group.as_ref())
+            .await
+            .map(Some)
     } else {
         Ok(None)
     };

@@ -40,10 +40,22 @@ pub struct Config {
 pub struct DaemonConfig {
     /// Where `status` and `reload` reach the daemon.
     pub control_socket: PathBuf,
+    /// The group that may use the control socket too (mode 0660); `None`: the owner only
+    /// (0600).
+    pub control_socket_group: Option<SocketGroup>,
     /// How long open connections may finish on stop.
     pub shutdown_grace: Duration,
     /// An OpenSSH client config to resolve host names through, when enabled.
     pub ssh_config: Option<PathBuf>,
+}
+
+/// A group given access to a socket, resolved when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    /// As written.
+    pub name: String,
+    /// Its id.
+    pub gid: u32,
 }
 
 /// What to do with a host key that no known_hosts file lists.
@@ -122,6 +134,8 @@ pub struct ForwardConfig {
     pub spec: ForwardSpec,
     /// Connections open at once; one more is refused (`None`: no limit).
     pub max_connections: Option<u32>,
+    /// The mode of a Unix-socket ingress on this machine (0600 unless set).
+    pub socket_mode: u32,
 }
 
 /// The three forward kinds and their addresses.

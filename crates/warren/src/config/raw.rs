@@ -22,6 +22,7 @@ pub type StrList = Spanned<Vec<Spanned<String>>>;
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
     pub control_socket: Option<Str>,
+    pub control_socket_group: Option<Str>,
     pub shutdown_grace: Option<Str>,
     pub ssh_config: Option<Spanned<SshConfigSetting>>,
 }
@@ -89,6 +90,7 @@ pub struct RawForward {
     pub connect: Option<Str>,
     pub allow_public: Option<Spanned<bool>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub socket_mode: Option<Str>,
 }
 
 /// The whole file as written.

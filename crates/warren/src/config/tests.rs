@@ -807,3 +807,39 @@ fn a_hop_only_the_ssh_config_knows_keeps_its_own_proxy_jump_and_proxy_command() 
     ));
     assert_eq!(p, ["2:14: `jump` makes a cycle: db -> x -> db"]);
 }
+
+#[test]
+fn socket_modes_and_the_control_socket_group() {
+    let fwd = |listen: &str, extra: &str| {
+        format!(
+            "{HOST}[[forward]]\nhost = \"db\"\ntype = \"local\"\nlisten = \"{listen}\"\nconnect = \"127.0.0.1:5432\"\n{extra}"
+        )
+    };
+    let c = ok(&fwd("/run/x/in.sock", ""));
+    assert_eq!(c.forwards[0].socket_mode, 0o600, "owner only by default");
+    let c = ok(&fwd("/run/x/in.sock", "socket_mode = \"0660\"\n"));
+    assert_eq!(c.forwards[0].socket_mode, 0o660);
+    assert_eq!(
+        one_problem(&fwd("127.0.0.1:5432", "socket_mode = \"0660\"\n")),
+        "8:15: `socket_mode` applies to a Unix-socket ingress on this machine (a local or dynamic forward listening on a path)"
+    );
+    for bad in ["660x", "0999", "+660", "06600", "60", "rw-rw----"] {
+        let p = one_problem(&fwd(
+            "/run/x/in.sock",
+            &format!("socket_mode = \"{bad}\"\n"),
+        ));
+        assert!(
+            p.starts_with("8:15: `socket_mode`") && p.contains("octal"),
+            "{bad}: {p}"
+        );
+    }
+    let c = ok("[daemon]\ncontrol_socket_group = \"root\"\n");
+    assert_eq!(
+        c.daemon.control_socket_group.map(|g| (g.name, g.gid)),
+        Some(("root".to_string(), 0))
+    );
+    assert_eq!(
+        one_problem("[daemon]\ncontrol_socket_group = \"no-such-group-here\"\n"),
+        "2:24: `control_socket_group` \"no-such-group-here\": no such group"
+    );
+}

@@ -16,7 +16,9 @@ use super::env::Env;
 use super::names;
 use super::raw::{RawConfig, RawForward, RawHost, SshConfigSetting, Str, StrList, edit_distance};
 use super::ssh_config::{ResolvedHost, SshConfig, StrictHostKeyChecking};
-use super::{Config, DaemonConfig, ForwardConfig, ForwardSpec, HostConfig, HostKeyPolicy, Route};
+use super::{
+    Config, DaemonConfig, ForwardConfig, ForwardSpec, HostConfig, HostKeyPolicy, Route, SocketGroup,
+};
 
 const DEFAULT_IDENTITY_FILES: &[&str] = &["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"];
 const DEFAULT_KNOWN_HOSTS: &[&str] = &["~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts"];
@@ -147,8 +149,29 @@ fn daemon(raw: &RawConfig, cx: &mut Ctx<'_>) -> Option<DaemonConfig> {
         Some(SshConfigSetting::Enabled(true)) => Some(cx.path("~/.ssh/config")),
         Some(SshConfigSetting::Path(p)) => Some(cx.path(p)),
     };
+    let control_socket_group = d.control_socket_group.as_ref().and_then(|g| {
+        let name = g.get_ref();
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(group)) => Some(SocketGroup {
+                name: name.clone(),
+                gid: group.gid.as_raw(),
+            }),
+            Ok(None) => {
+                cx.err(
+                    g.span(),
+                    format!("`control_socket_group` {name:?}: no such group"),
+                );
+                None
+            }
+            Err(e) => {
+                cx.err(g.span(), format!("`control_socket_group` {name:?}: {e}"));
+                None
+            }
+        }
+    });
     Some(DaemonConfig {
         control_socket,
+        control_socket_group,
         shutdown_grace,
         ssh_config,
     })
@@ -762,12 +785,57 @@ fn forward(f: &Spanned<RawForward>, names: &[String], cx: &mut Ctx<'_>) -> Optio
         Some(n) => n.get_ref().clone(),
         None => format!("{host}:{}:{}", spec.kind_name(), spec.listen_text()),
     };
+    let socket_mode = socket_mode(raw, &spec, cx)?;
     Some(ForwardConfig {
         name,
         host,
         spec,
         max_connections: max_connections?,
+        socket_mode,
     })
+}
+
+/// The mode a Unix-socket ingress gets unless `socket_mode` says otherwise: the owner only.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+
+/// `socket_mode = "0660"`: octal permission bits of a Unix-socket ingress on this machine.
+fn socket_mode(raw: &RawForward, spec: &ForwardSpec, cx: &mut Ctx<'_>) -> Option<u32> {
+    let Some(v) = &raw.socket_mode else {
+        return Some(DEFAULT_SOCKET_MODE);
+    };
+    let unix_ingress = matches!(
+        spec,
+        ForwardSpec::Local {
+            listen: BindAddr::Unix(_),
+            ..
+        } | ForwardSpec::Dynamic {
+            listen: BindAddr::Unix(_)
+        }
+    );
+    if !unix_ingress {
+        cx.err(
+            v.span(),
+            "`socket_mode` applies to a Unix-socket ingress on this machine (a local or dynamic forward listening on a path)",
+        );
+        return None;
+    }
+    let text = v.get_ref();
+    match u32::from_str_radix(text, 8) {
+        Ok(mode)
+            if (3..=4).contains(&text.len())
+                && text.bytes().all(|b| (b'0'..=b'7').contains(&b))
+                && mode <= 0o777 =>
+        {
+            Some(mode)
+        }
+        _ => {
+            cx.err(
+                v.span(),
+                format!("`socket_mode` {text:?} is not a mode: write three or four octal digits, for example \"0660\""),
+            );
+            None
+        }
+    }
 }
 
 /// The most connections a forward holds open when the file does not say.

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::config::SocketGroup;
 use crate::forward::ForwardRuntime;
 use crate::session::HostHandle;
 
@@ -59,11 +60,16 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `path` with mode 0600, replacing a stale socket file from a crashed daemon but
-    /// never a live daemon's. The file work runs on a blocking thread (probing a stale socket
-    /// connects to it).
-    pub async fn bind(path: &Path) -> std::io::Result<Self> {
+    /// Binds `path` with mode 0600, or 0660 owned by `group` when given, from the first
+    /// moment it exists; replaces a stale socket file from a crashed daemon but never a live
+    /// daemon's, nor anything that is not a socket. The file work runs on a blocking thread
+    /// (probing a stale socket connects to it).
+    pub async fn bind(path: &Path, group: Option<&SocketGroup>) -> std::io::Result<Self> {
         let at = path.to_path_buf();
+        let (mode, gid) = match group {
+            Some(g) => (0o660, Some(g.gid)),
+            None => (0o600, None),
+        };
         let std = tokio::task::spawn_blocking(move || {
             if let Some(dir) = at.parent()
                 && !dir.as_os_str().is_empty()
@@ -72,10 +78,7 @@ impl ControlSocket {
                 std::fs::create_dir_all(dir)?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             }
-            crate::forward::listener::remove_stale_socket(&at)?;
-            let listener = std::os::unix::net::UnixListener::bind(&at)?;
-            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600))?;
-            Ok::<_, std::io::Error>(listener)
+            crate::forward::listener::bind_unix(&at, mode, gid)
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -265,10 +268,10 @@ mod tests {
     async fn socket_is_0600_and_refuses_bad_requests_without_harm() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/warren.sock");
-        let sock = ControlSocket::bind(&path).await.unwrap();
+        let sock = ControlSocket::bind(&path, None).await.unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert!(
-            ControlSocket::bind(&path).await.is_err(),
+            ControlSocket::bind(&path, None).await.is_err(),
             "a live daemon's socket is not replaced"
         );
         let stop = CancellationToken::new();
@@ -310,7 +313,7 @@ mod tests {
         assert!(!path.exists(), "the socket file goes with the daemon");
         // A stale socket file is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert!(ControlSocket::bind(&path).await.is_ok());
+        assert!(ControlSocket::bind(&path, None).await.is_ok());
         let err = request(
             dir.path().join("none.sock").as_path(),
             &json!({"request": "status"}),
@@ -323,7 +326,7 @@ mod tests {
     async fn silent_clients_are_dropped_after_the_timeout_and_cannot_lock_others_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warren.sock");
-        let sock = ControlSocket::bind(&path).await.unwrap();
+        let sock = ControlSocket::bind(&path, None).await.unwrap();
         let stop = CancellationToken::new();
         let (_state, rx) = watch::channel(ControlState::default());
         let server = tokio::spawn(sock.serve(rx, None, stop.clone()));

@@ -34,10 +34,11 @@ pub enum Stream {
 
 impl Listener {
     /// Binds `addr`, or adopts `inherited` when the caller already bound that address
-    /// (as a service manager or a test would). A Unix socket is bound on a blocking thread:
-    /// probing a stale socket connects to it, which can block.
+    /// (as a service manager or a test would). A Unix socket gets `mode` (see [`bind_unix`]),
+    /// on a blocking thread: probing a stale socket connects to it, which can block.
     pub async fn bind(
         addr: &BindAddr,
+        mode: u32,
         inherited: Option<std::net::TcpListener>,
     ) -> io::Result<Self> {
         match addr {
@@ -57,12 +58,9 @@ impl Listener {
             }
             BindAddr::Unix(path) => {
                 let at = path.clone();
-                let std = tokio::task::spawn_blocking(move || {
-                    remove_stale_socket(&at)?;
-                    std::os::unix::net::UnixListener::bind(&at)
-                })
-                .await
-                .map_err(io::Error::other)??;
+                let std = tokio::task::spawn_blocking(move || bind_unix(&at, mode, None))
+                    .await
+                    .map_err(io::Error::other)??;
                 std.set_nonblocking(true)?;
                 Ok(Self::Unix(UnixListener::from_std(std)?, path.clone()))
             }
@@ -105,8 +103,51 @@ fn originator(peer: SocketAddr) -> (String, u16) {
     (peer.ip().to_string(), peer.port())
 }
 
+/// Binds a Unix socket at `path` with exactly `mode` (and `group`, if given), blocking.
+///
+/// A socket's mode comes from the process umask at bind time, and the umask is shared by
+/// every thread, so it cannot be changed around one bind. Instead the socket is bound in a
+/// new directory of mode 0700 beside `path` (nobody else can reach it there), given its mode
+/// and group, then renamed into place without replacing anything (a file that appeared at
+/// `path` meanwhile makes it fail). So there is no moment in which `path` is a socket with
+/// another mode. A stale socket at `path` is removed first; anything else is an error.
+pub(crate) fn bind_unix(
+    path: &Path,
+    mode: u32,
+    group: Option<u32>,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    remove_stale_socket(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let private = parent.join(format!(".w{:08x}", rand::random::<u32>()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("s");
+    let bound = (|| {
+        let listener = std::os::unix::net::UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = group {
+            nix::unistd::chown(&staged, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+        }
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &staged,
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
 /// A socket file nobody listens on is left over from a crash: remove it. Anything else at
-/// the path (a live socket, a regular file) is an error naming what is there.
+/// the path (a live socket, a regular file, a symlink, which is never followed) is an error
+/// naming what is there.
 pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -180,17 +221,17 @@ mod tests {
         // A stale socket: bound, then the listener forgotten without removing the file.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let live = Listener::bind(&BindAddr::Unix(path.clone()), None)
+        let live = Listener::bind(&BindAddr::Unix(path.clone()), 0o600, None)
             .await
             .unwrap();
-        let err = Listener::bind(&BindAddr::Unix(path.clone()), None)
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), 0o600, None)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(live);
         assert!(!path.exists(), "the socket file goes with the listener");
         std::fs::write(&path, "not a socket").unwrap();
-        let err = Listener::bind(&BindAddr::Unix(path.clone()), None)
+        let err = Listener::bind(&BindAddr::Unix(path.clone()), 0o600, None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("not a socket"));
@@ -200,7 +241,7 @@ mod tests {
     async fn inherited_tcp_listener_is_adopted() {
         let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std_l.local_addr().unwrap();
-        let l = Listener::bind(&BindAddr::Tcp(addr), Some(std_l))
+        let l = Listener::bind(&BindAddr::Tcp(addr), 0o600, Some(std_l))
             .await
             .unwrap();
         assert_eq!(l.local_addr().unwrap(), BindAddr::Tcp(addr));
@@ -210,6 +251,55 @@ mod tests {
         assert_eq!(
             (ip, port),
             ("127.0.0.1".to_string(), c.local_addr().unwrap().port())
+        );
+    }
+
+    #[test]
+    fn a_unix_socket_gets_exactly_its_mode_and_group_whatever_the_umask() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o660, 0o666, 0o640] {
+            let path = dir.path().join(format!("m{mode:o}.sock"));
+            let gid = nix::unistd::getegid().as_raw();
+            let _l = bind_unix(&path, mode, Some(gid)).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.permissions().mode() & 0o777, mode);
+            assert_eq!(meta.gid(), gid);
+        }
+        // Nothing is left of the private directories the sockets were bound in.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".sock"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_symlink_at_the_path_is_never_followed_nor_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.path().join("in.sock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = bind_unix(&link, 0o600, None).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        // A dangling symlink is refused too.
+        std::fs::remove_file(&target).unwrap();
+        assert!(bind_unix(&link, 0o600, None).is_err());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 }
