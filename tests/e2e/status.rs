@@ -315,11 +315,12 @@ fn systemd_units_verify_cleanly() {
             "After=network-online.target\n",
             "Wants=network-online.target\n",
             "ProtectSystem=strict\n",
-            "ProtectHome=read-only\n",
             "PrivateTmp=yes\n",
             "NoNewPrivileges=yes\n",
             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
-            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n",
+            "CapabilityBoundingSet=\n",
+            "User=warren\n",
+            "ProtectHome=yes\n",
             "LimitNOFILE=65536\n",
         ] {
             assert!(text.contains(needed), "{file} lacks {needed:?}");
@@ -337,10 +338,50 @@ fn systemd_units_verify_cleanly() {
             out.status.success() && stderr.trim().is_empty() && out.stdout.is_empty(),
             "systemd-analyze verify {as_name}: {stderr}"
         );
+        let exposure = security_exposure(analyze, &path);
+        assert!(
+            exposure <= 1.5,
+            "systemd-analyze security rates {as_name} {exposure}, above 1.5"
+        );
     }
     assert!(
         std::fs::read_to_string(units.join("warren@.service"))
             .unwrap()
             .contains("/etc/warren/%i.toml")
     );
+    // The user the units run as is one that systemd-sysusers creates from the shipped file.
+    let sysusers = std::process::Command::new("systemd-sysusers")
+        .arg("--dry-run")
+        .arg(units.join("warren.sysusers"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&sysusers.stderr);
+    let exists = nix::unistd::User::from_name("warren")
+        .ok()
+        .flatten()
+        .is_some();
+    assert!(
+        sysusers.status.success() && (said.contains("'warren'") || exists),
+        "systemd-sysusers --dry-run warren.sysusers: {said}"
+    );
+}
+
+/// The overall exposure `systemd-analyze security --offline=true` gives `unit` (0 best, 10
+/// worst), read from its last line: `-> Overall exposure level for NAME: 1.4 OK`.
+fn security_exposure(analyze: &std::path::Path, unit: &std::path::Path) -> f64 {
+    let out = std::process::Command::new(analyze)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    line.rsplit(':')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable exposure line {line:?}"))
 }
