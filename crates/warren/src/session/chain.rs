@@ -159,7 +159,7 @@ impl Builder<'_> {
                 }
                 old.handle
             }
-            None => HostHandle::spawn_via(
+            None => HostHandle::spawn(
                 config,
                 upstream.clone(),
                 self.tracker,

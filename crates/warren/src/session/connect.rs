@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use russh::client::{self, Handle};
+use russh::client;
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
 use russh::{Preferred, cipher};
 use tokio::sync::oneshot;
@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::auth;
 use super::error::SessionError;
 use super::handler::ClientHandler;
+use super::live::{Established, Session};
 use super::router::SharedRouter;
 use super::transport;
 use crate::config::{HostConfig, HostKeyPolicy};
@@ -59,14 +60,6 @@ const HOST_CERT_ALGORITHMS: &[Algorithm] = &[
         hash: Some(HashAlg::Sha256),
     },
 ];
-
-/// A session that is up, and the signal that fires when it ends.
-pub struct Established {
-    /// The russh handle (authenticated).
-    pub handle: Handle<ClientHandler>,
-    /// Resolves (with an error) when russh's session task has ended.
-    pub dead: oneshot::Receiver<()>,
-}
 
 /// The russh settings for `host`: keepalives with replies required, and an inactivity
 /// timeout of the same length so that a write stalled on a dead peer also ends the session.
@@ -151,5 +144,8 @@ pub async fn establish(
     let stream = transport::open(host, upstream).await?;
     let mut handle = client::connect_stream(config, stream, handler).await?;
     auth::authenticate(&mut handle, host).await?;
-    Ok(Established { handle, dead })
+    Ok(Established {
+        session: Session::new(handle),
+        dead,
+    })
 }

@@ -1,0 +1,278 @@
+//! The supervisor of one host: a task that owns the host's session, publishes its state on a
+//! `watch`, and reconnects with backoff. How a session is brought up is its [`Connector`]
+//! (the network in the daemon, a script in the tests below, which run in paused time).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::backoff::Backoff;
+use super::connect::{establish, ssh_client_config};
+use super::error::{FailureClass, SessionError};
+use super::handle::{Command, HostHandle};
+use super::live::{Established, Session};
+use super::router::SharedRouter;
+use super::state::{HostState, HostStatus, LastError};
+use crate::config::HostConfig;
+
+/// A session that stayed up this long resets the backoff (and earns another immediate
+/// reconnect when it is lost).
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// One attempt's future.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Established, SessionError>> + Send + 'a>>;
+
+/// Brings up one session of a host (the supervisor bounds each attempt with
+/// `connect_timeout`).
+pub trait Connector: Send + Sync + 'static {
+    /// One attempt for `host`, through `upstream` (the previous hop) when given; channels the
+    /// server opens go to `router`.
+    fn connect<'a>(
+        &'a self,
+        host: &'a HostConfig,
+        upstream: Option<&'a HostHandle>,
+        router: SharedRouter,
+    ) -> Attempt<'a>;
+}
+
+/// The daemon's connector: transport, SSH handshake with the host key check,
+/// authentication.
+pub struct SshConnector;
+
+impl Connector for SshConnector {
+    fn connect<'a>(
+        &'a self,
+        host: &'a HostConfig,
+        upstream: Option<&'a HostHandle>,
+        router: SharedRouter,
+    ) -> Attempt<'a> {
+        Box::pin(async move {
+            // Read on every attempt: a known_hosts file that gained a @cert-authority line
+            // asks for host certificates from the next session on.
+            let config = ssh_client_config(host).await;
+            establish(host, config, router, upstream).await
+        })
+    }
+}
+
+/// The task that owns one host's session.
+pub(super) struct Supervisor {
+    pub(super) connector: Arc<dyn Connector>,
+    pub(super) upstream: Option<HostHandle>,
+    pub(super) router: SharedRouter,
+    pub(super) config: watch::Sender<Arc<HostConfig>>,
+    pub(super) status: watch::Sender<HostStatus>,
+    pub(super) session: watch::Sender<Option<Arc<Session>>>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) cancel: CancellationToken,
+}
+
+/// How a held session ended.
+enum Ended {
+    /// The daemon is stopping.
+    Stopped,
+    /// `reconnect_now` or a reconfiguration asked for a new session.
+    Requested,
+    /// It died; why.
+    Lost(String),
+}
+
+/// How a wait ended.
+enum Wake {
+    Cancelled,
+    Now,
+    Elapsed,
+}
+
+/// What a command asks of the supervisor once applied.
+enum Asked {
+    /// A new session now.
+    Reconnect,
+    /// A new session now, with new settings.
+    Reconfigured,
+    /// Every handle is gone: stop.
+    Stop,
+}
+
+impl Supervisor {
+    pub(super) async fn run(mut self) {
+        let mut cfg = self.config.borrow().clone();
+        let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+        let mut last_logged: Option<String> = None;
+        // The first attempt after a lost session starts at once (the host was reachable a
+        // moment ago; autossh restarts at once too); later ones back off. Earned again by a
+        // session that stays up for STABLE_AFTER, so a flapping host cannot spin.
+        let mut quick_retry = true;
+        loop {
+            let latest = self.config.borrow().clone();
+            if !Arc::ptr_eq(&cfg, &latest) {
+                // Reconfigured: new settings start with a fresh backoff.
+                cfg = latest;
+                backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+                last_logged = None;
+                quick_retry = true;
+            }
+            self.set_state(HostState::Connecting, None);
+            let (connector, upstream) = (self.connector.clone(), self.upstream.clone());
+            let attempt = tokio::time::timeout(
+                cfg.connect_timeout,
+                connector.connect(&cfg, upstream.as_ref(), self.router.clone()),
+            );
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    r = &mut attempt => break Some(r.unwrap_or(Err(SessionError::Timeout(cfg.connect_timeout)))),
+                    cmd = self.commands.recv() => match self.apply(cmd) {
+                        Asked::Stop => return,
+                        // New settings: this attempt is for the old ones.
+                        Asked::Reconfigured => break None,
+                        // A reconnect asked for while connecting is this attempt.
+                        Asked::Reconnect => {}
+                    },
+                }
+            };
+            let Some(result) = result else { continue };
+            let delay = match result {
+                Ok(established) => {
+                    last_logged = None;
+                    let up_since = Instant::now();
+                    let why = match self.hold(established).await {
+                        Ended::Stopped => return,
+                        Ended::Requested => {
+                            // Asked for, not a failure: no backoff, no error, no warning.
+                            info!("reconnecting on request");
+                            self.set_state_replaced(HostState::Connecting, None);
+                            continue;
+                        }
+                        Ended::Lost(why) => why,
+                    };
+                    if up_since.elapsed() >= STABLE_AFTER {
+                        backoff.reset();
+                        quick_retry = true;
+                    }
+                    warn!(reason = %why, "session lost; reconnecting");
+                    let lost = LastError {
+                        class: FailureClass::Network,
+                        message: why,
+                    };
+                    if std::mem::take(&mut quick_retry) {
+                        self.set_state_replaced(HostState::Connecting, Some(lost));
+                        continue;
+                    }
+                    let delay = backoff.next_delay();
+                    self.set_state_replaced(HostState::waiting(delay, false), Some(lost));
+                    delay
+                }
+                Err(e) => {
+                    let class = e.class();
+                    let message = format!("{e:#}");
+                    let delay = if class.needs_human() {
+                        cfg.reconnect_max
+                    } else {
+                        backoff.next_delay()
+                    };
+                    if last_logged.as_deref() == Some(message.as_str()) {
+                        debug!(class = %class, error = %message, retry_in = ?delay, "connect failed again");
+                    } else if class.needs_human() {
+                        error!(class = %class, error = %message, retry_in = ?delay, "connect failed");
+                    } else {
+                        warn!(class = %class, error = %message, retry_in = ?delay, "connect failed");
+                    }
+                    last_logged = Some(message.clone());
+                    self.set_state(
+                        HostState::waiting(delay, class.needs_human()),
+                        Some(LastError { class, message }),
+                    );
+                    delay
+                }
+            };
+            if let Wake::Cancelled = self.wait(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// Publishes the session and holds it until it dies or is dropped; `None` on shutdown.
+    async fn hold(&mut self, est: Established) -> Ended {
+        let Established { session, dead } = est;
+        let session = Arc::new(session);
+        // A reconnect asked for while this session was being set up is this session; new
+        // settings are not.
+        let mut reconfigured = false;
+        while let Ok(cmd) = self.commands.try_recv() {
+            reconfigured |= matches!(self.apply(Some(cmd)), Asked::Reconfigured);
+        }
+        if reconfigured {
+            session.end("reconnecting with new settings").await;
+            return Ended::Requested;
+        }
+        self.session.send_replace(Some(session.clone()));
+        self.set_state(HostState::Up, None);
+        info!("session up");
+        let ended = tokio::select! {
+            () = self.cancel.cancelled() => Ended::Stopped,
+            _ = dead => Ended::Lost("connection closed".to_string()),
+            // A closed command channel means every handle is gone: stop like on cancel.
+            cmd = self.commands.recv() => match self.apply(cmd) {
+                Asked::Stop => Ended::Stopped,
+                Asked::Reconnect | Asked::Reconfigured => Ended::Requested,
+            },
+        };
+        self.session.send_replace(None);
+        match ended {
+            Ended::Stopped => session.end("warren is stopping").await,
+            Ended::Requested => session.end("reconnecting").await,
+            Ended::Lost(_) => session.lost(),
+        }
+        ended
+    }
+
+    async fn wait(&mut self, delay: Duration) -> Wake {
+        tokio::select! {
+            () = self.cancel.cancelled() => Wake::Cancelled,
+            () = tokio::time::sleep(delay) => Wake::Elapsed,
+            cmd = self.commands.recv() => match self.apply(cmd) {
+                Asked::Stop => Wake::Cancelled,
+                Asked::Reconnect | Asked::Reconfigured => Wake::Now,
+            },
+        }
+    }
+
+    /// Applies a command (`None`: every handle is gone); what it asks for.
+    fn apply(&mut self, cmd: Option<Command>) -> Asked {
+        match cmd {
+            None => Asked::Stop,
+            Some(Command::ReconnectNow) => Asked::Reconnect,
+            Some(Command::Reconfigure(config, upstream)) => {
+                info!("new settings; reconnecting");
+                self.config.send_replace(config);
+                self.upstream = upstream;
+                Asked::Reconfigured
+            }
+        }
+    }
+
+    /// [`Self::set_state`] for a session that was lost or replaced, counted in the same
+    /// change: a status reader never sees the new count while the old session still shows up.
+    fn set_state_replaced(&self, state: HostState, error: Option<LastError>) {
+        self.status.send_modify(|s| {
+            s.enter(state, error);
+            s.reconnects += 1;
+        });
+    }
+
+    fn set_state(&self, state: HostState, error: Option<LastError>) {
+        self.status.send_modify(|s| s.enter(state, error));
+    }
+}
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;
