@@ -23,7 +23,7 @@ pub async fn start(cmd: &str, host: &HostConfig) -> Result<DuplexStream, Session
     // `exec`: the shell becomes the command, so that the process warren watches is the
     // command itself. fork and exec are blocking system calls: a blocking thread makes them
     // (it has the runtime's context, which tokio's child reaping needs).
-    let command = format!("exec {}", expand_tokens(cmd, host));
+    let command = exec_line(&expand_tokens(cmd, host));
     let spawn_command = command.clone();
     let mut child = tokio::task::spawn_blocking(move || {
         Command::new("/bin/sh")
@@ -50,6 +50,17 @@ pub async fn start(cmd: &str, host: &HostConfig) -> Result<DuplexStream, Session
     debug!(command = %command, "proxy_command started");
     let guard = (group, child);
     Ok(relay(tokio::io::join(stdout, stdin), guard, span))
+}
+
+/// The shell line for a command: `exec CMD`, as OpenSSH runs it, unless it starts with `exec`
+/// already (`exec exec nc` would look for a program named `exec`).
+fn exec_line(cmd: &str) -> String {
+    let trimmed = cmd.trim_start();
+    if trimmed.starts_with("exec ") || trimmed.starts_with("exec\t") {
+        trimmed.to_string()
+    } else {
+        format!("exec {trimmed}")
+    }
 }
 
 /// The command's process group (its id is the command's pid); SIGKILLed on drop. Declared
@@ -137,6 +148,13 @@ impl LineCutter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_is_execd_once() {
+        assert_eq!(exec_line("nc %h %p"), "exec nc %h %p");
+        assert_eq!(exec_line("  exec nc h p"), "exec nc h p");
+        assert_eq!(exec_line("executor --x"), "exec executor --x");
+    }
 
     #[test]
     fn lines_are_split_and_cut_at_4_kib() {
