@@ -141,7 +141,7 @@ impl TestDaemon {
         &mut self,
         toml: &str,
         listeners: Vec<std::net::TcpListener>,
-    ) -> anyhow::Result<warren::config::Plan> {
+    ) -> anyhow::Result<warren::daemon::Reloaded> {
         std::fs::write(&self.path, toml)?;
         let config = Config::load_with(&self.path, &Env::from_process())
             .map_err(|e| anyhow!("config rejected:\n{e}\n---\n{toml}"))?;

@@ -16,7 +16,7 @@ use crate::config::{BindAddr, Config, ForwardConfig, ForwardSpec, Plan};
 use crate::control::ControlState;
 use crate::forward::listener::Listener;
 use crate::forward::{ForwardRuntime, ForwardState, dynamic, local, remote};
-use crate::session::{Backoff, HostHandle, Supervisors};
+use crate::session::{Backoff, HostChanges, HostHandle, Supervisors};
 
 /// How long a stopped forward's accept loop may take to release its ingress.
 const FORWARD_STOP_LIMIT: Duration = Duration::from_secs(5);
@@ -37,6 +37,64 @@ pub enum StartError {
         /// Why (in the message, so not also a `source`: a chain would print it twice).
         error: std::io::Error,
     },
+}
+
+/// What a reload did: the forwards the difference named, and the host changes the
+/// supervisors made (the one account of those).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Forwards stopped, their connections closed.
+    pub forwards_removed: Vec<String>,
+    /// Forwards started.
+    pub forwards_added: Vec<String>,
+    /// Forwards stopped and started anew with other settings.
+    pub forwards_changed: Vec<String>,
+    /// Hosts (supervisors) started.
+    pub hosts_started: Vec<String>,
+    /// Hosts (supervisors) stopped.
+    pub hosts_stopped: Vec<String>,
+    /// Hosts whose sessions were replaced for new settings or a new hop.
+    pub hosts_reconnected: Vec<String>,
+    /// Settings that take effect only when the daemon restarts.
+    pub needs_restart: Vec<String>,
+}
+
+impl Reloaded {
+    fn from(plan: Plan, hosts: HostChanges) -> Self {
+        Self {
+            forwards_removed: plan.forwards_removed,
+            forwards_added: plan.forwards_added,
+            forwards_changed: plan.forwards_changed,
+            hosts_started: hosts.started,
+            hosts_stopped: hosts.stopped,
+            hosts_reconnected: hosts.reconnected,
+            needs_restart: plan.needs_restart,
+        }
+    }
+
+    /// One line per change, for logs and `warren reload`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut each = |what: &str, names: &[String]| {
+            out.extend(names.iter().map(|n| format!("{what} {n}")));
+        };
+        each("forward removed:", &self.forwards_removed);
+        each("forward changed, restarted:", &self.forwards_changed);
+        each("forward added:", &self.forwards_added);
+        each("host disconnected:", &self.hosts_stopped);
+        each(
+            "host reconnected with new settings:",
+            &self.hosts_reconnected,
+        );
+        each("host connected:", &self.hosts_started);
+        for what in &self.needs_restart {
+            out.push(format!("not applied until restart: {what}"));
+        }
+        if out.is_empty() {
+            out.push("no changes".into());
+        }
+        out
+    }
 }
 
 /// A running daemon.
@@ -130,7 +188,7 @@ impl Daemon {
     /// start, hosts whose settings changed reconnect, hosts no longer needed disconnect;
     /// everything else — sessions, ingresses, open connections — is left alone. An added
     /// ingress that cannot be bound is reported in status and retried; it stops nothing.
-    pub async fn reload(&mut self, new: Config) -> Plan {
+    pub async fn reload(&mut self, new: Config) -> Reloaded {
         self.reload_with(new, HashMap::new()).await
     }
 
@@ -139,7 +197,7 @@ impl Daemon {
         &mut self,
         new: Config,
         mut inherited: HashMap<SocketAddr, std::net::TcpListener>,
-    ) -> Plan {
+    ) -> Reloaded {
         let plan = crate::config::diff(&self.config, &new);
         // Stop first, so that an ingress or server address moving between forwards is free
         // before it is bound again.
@@ -150,7 +208,7 @@ impl Daemon {
             !plan.forwards_removed.contains(&f.config.name)
                 && !plan.forwards_changed.contains(&f.config.name)
         });
-        self.supervisors.update(&new, &self.tasks, &self.root).await;
+        let hosts = self.supervisors.update(&new, &self.tasks, &self.root).await;
         self.hosts = self.supervisors.by_name();
         for f in &new.forwards {
             if !plan.forwards_added.contains(&f.name) && !plan.forwards_changed.contains(&f.name) {
@@ -180,7 +238,7 @@ impl Daemon {
         });
         self.config = new;
         self.publish();
-        plan
+        Reloaded::from(plan, hosts)
     }
 
     /// The configuration running now.

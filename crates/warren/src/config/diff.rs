@@ -1,11 +1,11 @@
-//! What a reload changes: the difference between the running configuration and a new one,
-//! as a pure function of the two. The daemon applies it; everything not named here keeps
-//! running untouched.
+//! What a reload changes in the forwards: the difference between the running configuration
+//! and a new one, as a pure function of the two. The daemon applies it; which host sessions
+//! start, stop or reconnect is decided (and reported) by the supervisors, from the new
+//! configuration alone (`session::Supervisors::update`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use super::{Config, ForwardConfig, HostConfig};
+use super::{Config, ForwardConfig};
 
 /// The difference between two configurations, by name, each list sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,56 +16,16 @@ pub struct Plan {
     pub forwards_added: Vec<String>,
     /// Forwards in both files with other settings: stopped, then started anew.
     pub forwards_changed: Vec<String>,
-    /// Hosts that carry forwards now and did not before: connected.
-    pub hosts_started: Vec<String>,
-    /// Hosts that no longer carry any forward nor lead to a host that does: disconnected.
-    pub hosts_stopped: Vec<String>,
-    /// Hosts in use before and after whose connection settings changed: reconnected (their
-    /// forwards stay, their open connections end with the old session).
-    pub hosts_reconnected: Vec<String>,
     /// Settings that take effect only when the daemon restarts.
     pub needs_restart: Vec<String>,
 }
 
 impl Plan {
-    /// True when the new file changes nothing that runs.
+    /// True when the new file changes no forward.
     pub fn is_empty(&self) -> bool {
         self.forwards_removed.is_empty()
             && self.forwards_added.is_empty()
             && self.forwards_changed.is_empty()
-            && self.hosts_started.is_empty()
-            && self.hosts_stopped.is_empty()
-            && self.hosts_reconnected.is_empty()
-    }
-
-    /// One line per change, for logs and `warren reload`.
-    pub fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut each = |what: &str, names: &[String]| {
-            out.extend(names.iter().map(|n| format!("{what} {n}")));
-        };
-        each("forward removed:", &self.forwards_removed);
-        each("forward changed, restarted:", &self.forwards_changed);
-        each("forward added:", &self.forwards_added);
-        each("host disconnected:", &self.hosts_stopped);
-        each(
-            "host reconnected with new settings:",
-            &self.hosts_reconnected,
-        );
-        each("host connected:", &self.hosts_started);
-        for what in &self.needs_restart {
-            out.push(format!("not applied until restart: {what}"));
-        }
-        if out.is_empty() {
-            out.push("no changes".into());
-        }
-        out
-    }
-}
-
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.lines().join("; "))
     }
 }
 
@@ -88,26 +48,6 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
         .keys()
         .filter(|n| !old_fwd.contains_key(*n))
         .map(|n| (*n).to_string())
-        .collect();
-
-    let active = |c: &Config| -> BTreeMap<String, std::sync::Arc<HostConfig>> {
-        c.active_hosts()
-            .into_iter()
-            .map(|h| (h.name.clone(), h))
-            .collect()
-    };
-    let (old_hosts, new_hosts) = (active(old), active(new));
-    for (name, h) in &old_hosts {
-        match new_hosts.get(name) {
-            None => plan.hosts_stopped.push(name.clone()),
-            Some(g) if g != h => plan.hosts_reconnected.push(name.clone()),
-            Some(_) => {}
-        }
-    }
-    plan.hosts_started = new_hosts
-        .keys()
-        .filter(|n| !old_hosts.contains_key(*n))
-        .cloned()
         .collect();
 
     if old.daemon.control_socket != new.daemon.control_socket {
@@ -193,20 +133,18 @@ mod tests {
                 },
             },
             Case {
-                what: "a forward moves to a host behind a jump: both hosts start",
+                what: "a forward moves to another host: changed",
                 new: fwd("A", "a", "127.0.0.1:7001") + &fwd("C", "c", "127.0.0.1:7003"),
                 expect: Plan {
                     forwards_changed: names(&["C"]),
-                    hosts_started: names(&["b", "c"]),
                     ..Plan::default()
                 },
             },
             Case {
-                what: "the last forward of a host goes: the host stops",
+                what: "every forward goes",
                 new: String::new(),
                 expect: Plan {
                     forwards_removed: names(&["A", "C"]),
-                    hosts_stopped: names(&["a"]),
                     ..Plan::default()
                 },
             },
@@ -224,41 +162,6 @@ mod tests {
     }
 
     #[test]
-    fn host_settings() {
-        let body = fwd("A", "a", "127.0.0.1:7001") + &fwd("Z", "c", "127.0.0.1:7009");
-        let hosts = |a_user: &str, b_extra: &str| {
-            parse(&format!(
-                "[hosts.a]\nhostname = \"a.example\"\nuser = \"{a_user}\"\n\n\
-                 [hosts.b]\nhostname = \"b.example\"\nuser = \"u\"\n{b_extra}\n\
-                 [hosts.c]\nhostname = \"c.example\"\nuser = \"u\"\njump = [\"b\"]\n\n\
-                 [hosts.unused]\nhostname = \"x.example\"\nuser = \"{a_user}\"\n\n{body}"
-            ))
-        };
-        // A changed user reconnects only that host; its forwards stay.
-        let plan = diff(&hosts("u", ""), &hosts("v", ""));
-        assert_eq!(
-            plan,
-            Plan {
-                hosts_reconnected: names(&["a"]),
-                ..Plan::default()
-            },
-            "and a host no forward uses may change freely"
-        );
-        assert_eq!(plan.lines(), ["host reconnected with new settings: a"]);
-        // A hop's keepalive changes: the hop reconnects (what rides on it follows).
-        assert_eq!(
-            diff(
-                &hosts("u", ""),
-                &hosts("u", "keepalive_interval = \"3s\"\n")
-            ),
-            Plan {
-                hosts_reconnected: names(&["b"]),
-                ..Plan::default()
-            }
-        );
-    }
-
-    #[test]
     fn daemon_settings_that_wait_for_a_restart() {
         let old = config("");
         let mut new = old.clone();
@@ -266,9 +169,6 @@ mod tests {
         new.daemon.shutdown_grace = std::time::Duration::from_secs(1);
         let plan = diff(&old, &new);
         assert!(plan.is_empty());
-        assert_eq!(
-            plan.lines(),
-            ["not applied until restart: control_socket (still /run/w.sock)"]
-        );
+        assert_eq!(plan.needs_restart, ["control_socket (still /run/w.sock)"]);
     }
 }

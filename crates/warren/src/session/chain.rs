@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::HostHandle;
+use super::supervisor::{Connector, SshConnector};
 use crate::config::{Config, HostConfig, Route};
 
 /// A supervisor's identity: the host, and the hops before it when that is not the host's
@@ -24,15 +25,40 @@ struct Made {
 }
 
 /// The host supervisors a configuration needs.
-#[derive(Default)]
 pub struct Supervisors {
     made: BTreeMap<Key, Made>,
+    connector: Arc<dyn Connector>,
+}
+
+/// What [`Supervisors::update`] did, by supervisor name (`NAME`, or `NAME via HOP,...`): the
+/// one account of a reload's host changes, which `warren reload` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostChanges {
+    /// Supervisors started (their hosts connect).
+    pub started: Vec<String>,
+    /// Supervisors stopped (their sessions disconnected).
+    pub stopped: Vec<String>,
+    /// Supervisors kept with new settings or a new hop (their sessions replaced).
+    pub reconnected: Vec<String>,
 }
 
 impl Supervisors {
     /// Starts the supervisors that the forwards of `config` need.
     pub async fn start(config: &Config, tracker: &TaskTracker, root: &CancellationToken) -> Self {
-        let mut s = Self::default();
+        Self::start_with(Arc::new(SshConnector), config, tracker, root).await
+    }
+
+    /// Like [`Supervisors::start`], their sessions brought up by `connector`.
+    pub async fn start_with(
+        connector: Arc<dyn Connector>,
+        config: &Config,
+        tracker: &TaskTracker,
+        root: &CancellationToken,
+    ) -> Self {
+        let mut s = Self {
+            made: BTreeMap::new(),
+            connector,
+        };
         s.update(config, tracker, root).await;
         s
     }
@@ -40,20 +66,22 @@ impl Supervisors {
     /// Brings the supervisors in line with `config`: one whose settings and hop are
     /// unchanged is left alone; one whose settings or hop changed gets the new ones and
     /// reconnects (its handle, and so its forwards, stay); missing ones start; the ones no
-    /// longer needed stop.
+    /// longer needed stop. Returns what it did.
     pub async fn update(
         &mut self,
         config: &Config,
         tracker: &TaskTracker,
         root: &CancellationToken,
-    ) {
+    ) -> HostChanges {
         let mut b = Builder {
             config,
             tracker,
             root,
+            connector: &self.connector,
             old: std::mem::take(&mut self.made),
             made: BTreeMap::new(),
             reconfigure: Vec::new(),
+            started: Vec::new(),
         };
         let mut names: Vec<&str> = config.forwards.iter().map(|f| f.host.as_str()).collect();
         names.sort_unstable();
@@ -66,17 +94,32 @@ impl Supervisors {
             old,
             made,
             reconfigure,
+            started,
             ..
         } = b;
+        let mut changes = HostChanges {
+            started,
+            ..HostChanges::default()
+        };
         // New settings first: a session moving to another hop is told before its old hop
         // goes, so that it reconnects as asked instead of reporting a lost session.
         for (handle, config, upstream) in reconfigure {
+            changes.reconnected.push(config.name.clone());
             handle.reconfigure(config, upstream).await;
         }
         for gone in old.into_values() {
+            changes.stopped.push(gone.handle.config().name.clone());
             gone.handle.stop();
         }
         self.made = made;
+        for names in [
+            &mut changes.started,
+            &mut changes.stopped,
+            &mut changes.reconnected,
+        ] {
+            names.sort();
+        }
+        changes
     }
 
     /// Every supervisor by its name (`NAME`, or `NAME via HOP,...` for an inner hop).
@@ -88,26 +131,18 @@ impl Supervisors {
     }
 }
 
-/// Starts the supervisors that the forwards of `config` need; returns them by name. A host
-/// reached by a path other than its own `jump` (an inner hop of someone else's chain) is
-/// listed as `NAME via HOP,...`.
-pub async fn spawn_hosts(
-    config: &Config,
-    tracker: &TaskTracker,
-    root: &CancellationToken,
-) -> BTreeMap<String, HostHandle> {
-    Supervisors::start(config, tracker, root).await.by_name()
-}
-
 struct Builder<'a> {
     config: &'a Config,
     tracker: &'a TaskTracker,
     root: &'a CancellationToken,
+    connector: &'a Arc<dyn Connector>,
     /// Running before this update; what is left at the end is stopped.
     old: BTreeMap<Key, Made>,
     made: BTreeMap<Key, Made>,
     /// Kept supervisors that get new settings or a new hop.
     reconfigure: Vec<(HostHandle, Arc<HostConfig>, Option<HostHandle>)>,
+    /// Names of the supervisors started.
+    started: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -159,12 +194,16 @@ impl Builder<'_> {
                 }
                 old.handle
             }
-            None => HostHandle::spawn(
-                config,
-                upstream.clone(),
-                self.tracker,
-                self.root.child_token(),
-            ),
+            None => {
+                self.started.push(config.name.clone());
+                HostHandle::spawn_with(
+                    self.connector.clone(),
+                    config,
+                    upstream.clone(),
+                    self.tracker,
+                    self.root.child_token(),
+                )
+            }
         };
         self.made.insert(
             key,
@@ -174,5 +213,110 @@ impl Builder<'_> {
             },
         );
         Some(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Env;
+    use crate::session::supervisor::Attempt;
+
+    /// Supervisors whose attempts never finish: what they are and what changes is all there
+    /// is to see, and nothing touches the network.
+    struct Never;
+
+    impl Connector for Never {
+        fn connect<'a>(
+            &'a self,
+            _: &'a HostConfig,
+            _: Option<&'a HostHandle>,
+            _: super::super::router::SharedRouter,
+        ) -> Attempt<'a> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    fn config(hosts: &str, forwards: &[(&str, &str)]) -> Config {
+        let mut src = format!(
+            "[hosts.a]\nhostname = \"a.example\"\nuser = \"u\"\n\n\
+             [hosts.b]\nhostname = \"b.example\"\nuser = \"u\"\n\n\
+             [hosts.c]\nhostname = \"c.example\"\nuser = \"u\"\njump = [\"b\"]\n\n{hosts}"
+        );
+        for (i, (name, host)) in forwards.iter().enumerate() {
+            src.push_str(&format!(
+                "[[forward]]\nname = \"{name}\"\nhost = \"{host}\"\ntype = \"local\"\n\
+                 listen = \"127.0.0.1:{}\"\nconnect = \"db:5432\"\n\n",
+                7000 + i
+            ));
+        }
+        Config::parse(&src, Path::new("/etc/warren/w.toml"), &Env::from_process())
+            .unwrap_or_else(|e| panic!("{e}\n{src}"))
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    /// What an update from `old` to `new` reports.
+    async fn changes(old: &Config, new: &Config) -> HostChanges {
+        let (tracker, root) = (TaskTracker::new(), CancellationToken::new());
+        let mut s = Supervisors::start_with(Arc::new(Never), old, &tracker, &root).await;
+        let changes = s.update(new, &tracker, &root).await;
+        root.cancel();
+        changes
+    }
+
+    #[tokio::test]
+    async fn what_an_update_does_is_what_it_reports() {
+        let base = config("", &[("A", "a"), ("C", "a")]);
+        assert_eq!(changes(&base, &base).await, HostChanges::default());
+        // A forward moves to a host behind a jump: the hop and the host start.
+        let moved = config("", &[("A", "a"), ("C", "c")]);
+        assert_eq!(
+            changes(&base, &moved).await,
+            HostChanges {
+                started: names(&["b", "c"]),
+                ..HostChanges::default()
+            }
+        );
+        // The last forward of a host goes: the host stops.
+        assert_eq!(
+            changes(&base, &config("", &[])).await,
+            HostChanges {
+                stopped: names(&["a"]),
+                ..HostChanges::default()
+            }
+        );
+        // A changed user reconnects only that host; a host no forward uses may change freely.
+        let unused =
+            |user: &str| format!("[hosts.unused]\nhostname = \"x.example\"\nuser = \"{user}\"\n\n");
+        let before = config(&unused("u"), &[("A", "a"), ("Z", "c")]);
+        let mut after = config(&unused("v"), &[("A", "a"), ("Z", "c")]);
+        let mut a = (*after.hosts["a"]).clone();
+        a.user = "v".into();
+        after.hosts.insert("a".into(), Arc::new(a));
+        assert_eq!(
+            changes(&before, &after).await,
+            HostChanges {
+                reconnected: names(&["a"]),
+                ..HostChanges::default()
+            }
+        );
+        // A hop's keepalive changes: the hop reconnects; what rides on it keeps its
+        // supervisor (it follows its hop's session).
+        let mut hop = before.clone();
+        let mut b = (*hop.hosts["b"]).clone();
+        b.keepalive_interval = std::time::Duration::from_secs(3);
+        hop.hosts.insert("b".into(), Arc::new(b));
+        assert_eq!(
+            changes(&before, &hop).await,
+            HostChanges {
+                reconnected: names(&["b"]),
+                ..HostChanges::default()
+            }
+        );
     }
 }

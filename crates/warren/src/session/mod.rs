@@ -17,7 +17,7 @@ mod supervisor;
 mod transport;
 
 pub use backoff::Backoff;
-pub use chain::{Supervisors, spawn_hosts};
+pub use chain::{HostChanges, Supervisors};
 pub use error::{FailureClass, SessionError};
 pub use handle::HostHandle;
 pub use keys::load_key;
