@@ -21,6 +21,7 @@ mod logs;
 mod netns;
 mod reload;
 mod remote_forward;
+mod runtime;
 mod socks;
 mod status;
 mod support;
