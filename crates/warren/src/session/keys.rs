@@ -141,6 +141,11 @@ pub fn load_key(
     };
     check_private(path, &meta, "private key files", "key")?;
     let identity = FileIdentity::of(&meta, passphrase_file);
+    // One decryption per file at a time: an attempt that timed out leaves its KDF running
+    // on its blocking thread, and the next attempt waits for it (then finds the key cached)
+    // instead of starting a second one.
+    let in_flight = decrypting(path);
+    let _one_at_a_time = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((cached, key)) = cache().get(path)
         && *cached == identity
     {
@@ -168,6 +173,19 @@ pub fn load_key(
 
 fn cache() -> std::sync::MutexGuard<'static, HashMap<PathBuf, (FileIdentity, DecryptedKey)>> {
     CACHE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Key files being read or decrypted now, each with the lock its readers take in turn.
+static DECRYPTING: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> =
+    LazyLock::new(Mutex::default);
+
+/// The lock of `path`'s decryption.
+fn decrypting(path: &Path) -> Arc<Mutex<()>> {
+    let mut all = DECRYPTING.lock().unwrap_or_else(PoisonError::into_inner);
+    // Forget the locks nobody holds or waits for, so the map stays as small as the set of
+    // key files in use.
+    all.retain(|_, lock| Arc::strong_count(lock) > 1);
+    all.entry(path.to_path_buf()).or_default().clone()
 }
 
 /// The certificates to offer with `key` (read from `key_path`): the `certificate_files`

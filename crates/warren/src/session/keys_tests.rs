@@ -148,3 +148,18 @@ fn secret_files_open_to_others_are_refused() {
         assert!(!err.contains("hunter2"));
     }
 }
+
+#[test]
+fn concurrent_loads_of_one_encrypted_key_decrypt_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "shared", "phrase");
+    let pass = secret_file(dir.path(), "pass", "phrase\n");
+    let keys: Vec<DecryptedKey> = std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| load_key(&key, Some(&pass), true).unwrap().unwrap()))
+            .collect();
+        loads.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    // One decryption: every caller got the same key, the one the first decrypted.
+    assert!(keys.iter().all(|k| Arc::ptr_eq(k.key(), keys[0].key())));
+}

@@ -1,6 +1,6 @@
 //! A ProxyCommand as a transport: `/bin/sh -c "exec CMD"` in a process group of its own,
 //! started off the async threads, its stderr logged in bounded lines, and the whole group
-//! killed when the session ends (a command that forks, such as `sh -c 'nc %h %p & wait'`,
+//! killed when the session ends (a command that forks, such as `sh -c 'nc %h %p | cat'`,
 //! leaves nothing behind).
 
 use std::process::Stdio;
