@@ -18,6 +18,7 @@ mod limits;
 mod liveness;
 mod local_forward;
 mod logs;
+mod names_and_sockets;
 mod netns;
 mod reload;
 mod remote_forward;
