@@ -12,3 +12,4 @@ pub mod hostkey;
 pub mod logging;
 pub mod secret;
 pub mod session;
+pub mod systemd;

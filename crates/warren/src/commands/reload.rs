@@ -5,11 +5,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use crate::cli::{ReconnectArgs, SocketArg, exit};
 use crate::config::Env;
-use crate::control::{self, ClientError};
+use crate::control::{self, ClientError, Request};
 
 /// How long a reload may take: stopping forwards waits for their ingresses to close.
 const RELOAD_LIMIT: Duration = Duration::from_secs(120);
@@ -18,7 +16,7 @@ const RELOAD_LIMIT: Duration = Duration::from_secs(120);
 /// daemon answers.
 pub fn reload(args: &SocketArg, env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let path = super::status::socket_path(args.socket.as_ref(), env);
-    let answer = match control::exchange(&path, &json!({"request": "reload"}), RELOAD_LIMIT) {
+    let answer = match control::exchange(&path, &Request::Reload, RELOAD_LIMIT) {
         Ok(a) => a,
         Err(e @ ClientError::NoDaemon { .. }) => {
             let _ = writeln!(err, "warren reload: {e}");
@@ -29,25 +27,14 @@ pub fn reload(args: &SocketArg, env: &Env, out: &mut dyn Write, err: &mut dyn Wr
             return exit::FAILURE;
         }
     };
-    let lines = |key: &str| -> Vec<String> {
-        answer[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    if answer["ok"] == json!(true) {
-        for change in lines("changes") {
+    if answer.ok {
+        for change in answer.changes.unwrap_or_default() {
             let _ = writeln!(out, "{change}");
         }
         return exit::OK;
     }
-    let error = answer["error"].as_str().unwrap_or("unknown error");
-    let problems = lines("problems");
+    let error = answer.error.as_deref().unwrap_or("unknown error");
+    let problems = answer.problems.unwrap_or_default();
     let _ = writeln!(err, "warren reload: {error}");
     for p in &problems {
         let _ = writeln!(err, "{p}");
@@ -63,7 +50,9 @@ pub fn reload(args: &SocketArg, env: &Env, out: &mut dyn Write, err: &mut dyn Wr
 /// when no daemon answers.
 pub fn reconnect(args: &ReconnectArgs, env: &Env, err: &mut dyn Write) -> u8 {
     let path = super::status::socket_path(args.socket.socket.as_ref(), env);
-    let request = json!({"request": "reconnect", "host": args.host});
+    let request = Request::Reconnect {
+        host: args.host.clone(),
+    };
     match control::request(&path, &request) {
         Ok(_) => exit::OK,
         Err(e @ ClientError::NoDaemon { .. }) => {

@@ -1,8 +1,6 @@
 //! `warren run`: the daemon in the foreground until SIGTERM or SIGINT; SIGHUP and
 //! `warren reload` re-read the file and apply the difference.
 
-use std::time::Duration;
-
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -11,6 +9,7 @@ use crate::cli::{RunArgs, exit};
 use crate::config::{Config, Env};
 use crate::control::{ControlSocket, ReloadOutcome};
 use crate::daemon::Daemon;
+use crate::systemd;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the daemon; returns the exit code.
@@ -77,33 +76,28 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
             return exit::FAILURE;
         }
     };
-    let daemon = match Daemon::start(&config).await {
+    // The control socket is bound before anything starts, like the ingresses: a path that
+    // cannot be used fails start-up before a session (or a ProxyCommand) is started.
+    let control = match file_env.is_some() {
+        false => None,
+        true => {
+            let path = &config.daemon.control_socket;
+            match ControlSocket::bind(path, config.daemon.control_socket_group.as_ref()).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let e = format!("cannot create the control socket {}: {e}", path.display());
+                    error!(error = %e, "start-up failed");
+                    eprintln!("warren: {e}");
+                    return exit::FAILURE;
+                }
+            }
+        }
+    };
+    let mut daemon = match Daemon::start(&config).await {
         Ok(d) => d,
         Err(e) => {
             error!(error = %e, "start-up failed");
             eprintln!("warren: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let mut daemon = daemon;
-    let socket_path = config.daemon.control_socket.clone();
-    let control = if file_env.is_some() {
-        ControlSocket::bind(&socket_path, config.daemon.control_socket_group.as_ref())
-            .await
-            .map(Some)
-    } else {
-        Ok(None)
-    };
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            let e = format!(
-                "cannot create the control socket {}: {e}",
-                socket_path.display()
-            );
-            error!(error = %e, "start-up failed");
-            eprintln!("warren: {e}");
-            daemon.shutdown(std::time::Duration::ZERO).await;
             return exit::FAILURE;
         }
     };
@@ -116,22 +110,17 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
             stop_control.clone(),
         ))
     });
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    systemd::ready();
     info!(
         config = %config.path.display(),
         hosts = daemon.hosts().len(),
         forwards = daemon.forwards().len(),
         "ready"
     );
-    // WATCHDOG=1 at half of WATCHDOG_USEC from this loop (it stops if the loop stalls), and
-    // a one-line STATUS= whenever the summary changes. Nothing is sent without NOTIFY_SOCKET.
-    let watchdog = watchdog_interval();
-    let mut ticks = tokio::time::interval(
-        watchdog
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1)),
-    );
-    let mut last_watchdog = tokio::time::Instant::now();
+    // WATCHDOG=1 from this loop (it stops if the loop stalls), and a one-line STATUS=
+    // whenever the summary changes.
+    let mut watchdog = systemd::Watchdog::from_env();
+    let mut ticks = tokio::time::interval(watchdog.tick_every());
     let mut last_summary = String::new();
     loop {
         tokio::select! {
@@ -146,21 +135,16 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
                 let _ = reply.send(reload(&mut daemon, file_env.as_ref()).await);
             }
             _ = ticks.tick() => {
-                if let Some(every) = watchdog
-                    && last_watchdog.elapsed() >= every
-                {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                    last_watchdog = tokio::time::Instant::now();
-                }
-                let summary = summary(&daemon);
+                watchdog.tick();
+                let summary = daemon.summary();
                 if summary != last_summary {
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&summary)]);
+                    systemd::status(&summary);
                     last_summary = summary;
                 }
             }
         }
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    systemd::stopping();
     stop_control.cancel();
     if let Some(task) = control_task {
         let _ = task.await;
@@ -180,9 +164,7 @@ async fn reload(daemon: &mut Daemon, env: Option<&Env>) -> ReloadOutcome {
             "this daemon runs from the command line, not a file".into(),
         ]);
     };
-    let mut reloading = vec![sd_notify::NotifyState::Reloading];
-    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
-    let _ = sd_notify::notify(false, &reloading);
+    systemd::reloading();
     let path = daemon.config().path.clone();
     // The file and the ssh_config it names are read on a blocking thread.
     let (at, file_env) = (path.clone(), env.clone());
@@ -191,7 +173,7 @@ async fn reload(daemon: &mut Daemon, env: Option<&Env>) -> ReloadOutcome {
         Ok(loaded) => loaded,
         Err(e) => {
             error!(error = %e, "reading the configuration failed; the running one is kept");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            systemd::ready();
             return Err(vec![format!("reading the configuration failed: {e}")]);
         }
     };
@@ -213,38 +195,8 @@ async fn reload(daemon: &mut Daemon, env: Option<&Env>) -> ReloadOutcome {
             Ok(plan.lines())
         }
     };
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    systemd::ready();
     outcome
-}
-
-/// `3/3 hosts up, 7/7 forwards ready`, as SPEC section 3 shows it.
-fn summary(daemon: &Daemon) -> String {
-    let hosts = daemon.hosts();
-    let up = hosts
-        .values()
-        .filter(|h| h.status().state == crate::session::HostState::Up)
-        .count();
-    let forwards = daemon.forwards();
-    let ready = forwards
-        .iter()
-        .filter(|f| {
-            let host_up = hosts
-                .get(&f.config.host)
-                .is_some_and(|h| h.status().state == crate::session::HostState::Up);
-            let own = f.status().state;
-            match f.config.spec {
-                crate::config::ForwardSpec::Remote { .. } => {
-                    host_up && own == crate::forward::ForwardState::Ready
-                }
-                _ => host_up && own != crate::forward::ForwardState::Failed,
-            }
-        })
-        .count();
-    format!(
-        "{up}/{} hosts up, {ready}/{} forwards ready",
-        hosts.len(),
-        forwards.len()
-    )
 }
 
 /// Worker threads: one fewer than the CPUs, at least one. The other CPU is left to the
@@ -256,14 +208,4 @@ fn worker_threads() -> usize {
         .map_or(1, std::num::NonZero::get)
         .saturating_sub(1)
         .max(1)
-}
-
-/// Half of `$WATCHDOG_USEC` when the watchdog is meant for this process: as
-/// sd_watchdog_enabled(3), `$WATCHDOG_PID` unset or equal to our pid.
-fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    let for_us = std::env::var("WATCHDOG_PID")
-        .ok()
-        .is_none_or(|pid| pid.parse() == Ok(std::process::id()));
-    (for_us && usec > 0).then(|| Duration::from_micros(usec / 2))
 }

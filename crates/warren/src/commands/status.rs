@@ -3,14 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde_json::json;
-
 use crate::cli::{StatusArgs, exit};
 use crate::config::{Config, Env};
-use crate::control::{self, ClientError};
+use crate::control::{self, ClientError, Request};
 
 /// The control socket to talk to: `-s`, else the configuration's `[daemon] control_socket`
-/// (when the default configuration file can be read), else the default of SPEC section 1.
+/// (when the default configuration file can be read), else the default control socket.
 pub fn socket_path(arg: Option<&PathBuf>, env: &Env) -> PathBuf {
     if let Some(p) = arg {
         return p.clone();
@@ -25,13 +23,13 @@ pub fn socket_path(arg: Option<&PathBuf>, env: &Env) -> PathBuf {
 /// Prints the daemon's status; exit 69 when no daemon answers.
 pub fn status(args: &StatusArgs, env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let path = socket_path(args.socket.socket.as_ref(), env);
-    match control::request(&path, &json!({"request": "status"})) {
+    match control::request(&path, &Request::Status) {
         Ok(answer) => {
-            let doc = &answer["status"];
+            let doc = answer.status.unwrap_or_default();
             let text = if args.json {
-                serde_json::to_string_pretty(doc).unwrap_or_default() + "\n"
+                serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
             } else {
-                control::status::render_table(doc, std::time::SystemTime::now())
+                control::status::render_table(&doc, std::time::SystemTime::now())
             };
             let _ = out.write_all(text.as_bytes());
             exit::OK

@@ -2,10 +2,9 @@
 //! for its state and `warren reload` has it re-read its file. One JSON request line of at
 //! most 4 KiB, read within 5 s; one JSON answer line.
 //!
-//! Requests: `{"request":"status"}`, `{"request":"reload"}`,
-//! `{"request":"reconnect","host":NAME}`. Answers carry `"ok"`; a refusal has `"error"` (and,
-//! for a rejected reload, `"problems"`: one line per problem of the new file).
+//! The messages are typed in [`protocol`]; the status document in [`status`].
 
+pub mod protocol;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -15,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use self::protocol::{Request, Response};
 use crate::config::SocketGroup;
 use crate::forward::ForwardRuntime;
 use crate::session::HostHandle;
@@ -141,9 +140,9 @@ async fn answer(
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64 + 1));
     let mut line = String::new();
     let reply = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
-        Err(_) => json!({"ok": false, "error": "request not received within 5s"}),
-        Ok(Err(e)) => json!({"ok": false, "error": format!("unreadable request: {e}")}),
-        Ok(Ok(_)) if line.len() > MAX_REQUEST => json!({"ok": false, "error": "request too large"}),
+        Err(_) => Response::refused("request not received within 5s"),
+        Ok(Err(e)) => Response::refused(format!("unreadable request: {e}")),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => Response::refused("request too large"),
         Ok(Ok(_)) => handle(line.trim(), state, reload).await,
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
@@ -171,42 +170,48 @@ async fn handle(
     line: &str,
     state: &watch::Receiver<ControlState>,
     reload: Option<&mpsc::Sender<ReloadRequest>>,
-) -> Value {
-    let Ok(request) = serde_json::from_str::<Value>(line) else {
-        return json!({"ok": false, "error": "malformed request: expected one JSON object"});
+) -> Response {
+    let request = match Request::parse(line) {
+        Ok(r) => r,
+        Err(e) => return Response::refused(e),
     };
-    if request["request"] == "reload" {
-        let Some(reload) = reload else {
-            return json!({"ok": false, "error": "this daemon has no file to reload"});
-        };
-        let (tx, rx) = oneshot::channel();
-        if reload.send(tx).await.is_err() {
-            return json!({"ok": false, "error": "the daemon is stopping"});
+    match request {
+        Request::Reload => {
+            let Some(reload) = reload else {
+                return Response::refused("this daemon has no file to reload");
+            };
+            let (tx, rx) = oneshot::channel();
+            if reload.send(tx).await.is_err() {
+                return Response::refused("the daemon is stopping");
+            }
+            match rx.await {
+                Ok(Ok(changes)) => Response {
+                    changes: Some(changes),
+                    ..Response::done()
+                },
+                Ok(Err(problems)) => Response {
+                    problems: Some(problems),
+                    ..Response::refused(
+                        "the new configuration was rejected; the running one is kept",
+                    )
+                },
+                Err(_) => Response::refused("the daemon is stopping"),
+            }
         }
-        return match rx.await {
-            Ok(Ok(changes)) => json!({"ok": true, "changes": changes}),
-            Ok(Err(problems)) => json!({
-                "ok": false,
-                "error": "the new configuration was rejected; the running one is kept",
-                "problems": problems,
-            }),
-            Err(_) => json!({"ok": false, "error": "the daemon is stopping"}),
-        };
-    }
-    let state = state.borrow().clone();
-    match request["request"].as_str() {
-        Some("status") => {
-            json!({"ok": true, "status": status::document(&state.hosts, &state.forwards)})
+        Request::Status => {
+            let state = state.borrow().clone();
+            Response {
+                status: Some(status::document(&state.hosts, &state.forwards)),
+                ..Response::done()
+            }
         }
-        Some("reconnect") => match request["host"].as_str().and_then(|h| state.hosts.get(h)) {
+        Request::Reconnect { host } => match state.borrow().hosts.get(&host) {
             Some(h) => {
                 h.reconnect_now();
-                json!({"ok": true})
+                Response::done()
             }
-            None => json!({"ok": false, "error": "unknown host"}),
+            None => Response::refused("unknown host"),
         },
-        Some(other) => json!({"ok": false, "error": format!("unsupported request \"{other}\"")}),
-        None => json!({"ok": false, "error": "the request names no \"request\""}),
     }
 }
 
@@ -226,23 +231,21 @@ pub enum ClientError {
     Refused(String),
 }
 
-/// Sends `request` to the daemon at `path` and returns its answer (blocking; for the CLI).
-pub fn request(path: &Path, request: &Value) -> Result<Value, ClientError> {
-    let value = exchange(path, request, Duration::from_secs(10))?;
-    if value["ok"] == json!(true) {
-        Ok(value)
+/// Sends `request` to the daemon at `path` and returns its answer when it carried it out
+/// (blocking; for the CLI).
+pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> {
+    let answer = exchange(path, request, Duration::from_secs(10))?;
+    if answer.ok {
+        Ok(answer)
     } else {
         Err(ClientError::Refused(
-            value["error"]
-                .as_str()
-                .unwrap_or("unknown error")
-                .to_string(),
+            answer.error.unwrap_or_else(|| "unknown error".into()),
         ))
     }
 }
 
 /// Sends `request` and returns whatever the daemon answered, waiting up to `limit`.
-pub fn exchange(path: &Path, request: &Value, limit: Duration) -> Result<Value, ClientError> {
+pub fn exchange(path: &Path, request: &Request, limit: Duration) -> Result<Response, ClientError> {
     let no_daemon = |source| ClientError::NoDaemon {
         path: path.to_path_buf(),
         source,
@@ -279,12 +282,11 @@ mod tests {
         let server = tokio::spawn(sock.serve(rx, None, stop.clone()));
 
         let p = path.clone();
-        let status =
-            tokio::task::spawn_blocking(move || request(&p, &json!({"request": "status"})))
-                .await
-                .unwrap()
-                .unwrap();
-        assert_eq!(status["status"], json!({"hosts": [], "forwards": []}));
+        let status = tokio::task::spawn_blocking(move || request(&p, &Request::Status))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.status, Some(status::StatusDoc::default()));
 
         for bad in [
             &b"not json\n"[..],
@@ -299,12 +301,12 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            let v: Value = serde_json::from_str(answer.trim()).unwrap();
-            assert_eq!(v["ok"], json!(false), "{answer}");
+            let v: serde_json::Value = serde_json::from_str(answer.trim()).unwrap();
+            assert_eq!(v["ok"], serde_json::json!(false), "{answer}");
         }
         // Still serving.
         let p = path.clone();
-        let again = tokio::task::spawn_blocking(move || request(&p, &json!({"request": "status"})))
+        let again = tokio::task::spawn_blocking(move || request(&p, &Request::Status))
             .await
             .unwrap();
         assert!(again.is_ok());
@@ -314,11 +316,7 @@ mod tests {
         // A stale socket file is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(ControlSocket::bind(&path, None).await.is_ok());
-        let err = request(
-            dir.path().join("none.sock").as_path(),
-            &json!({"request": "status"}),
-        )
-        .unwrap_err();
+        let err = request(dir.path().join("none.sock").as_path(), &Request::Status).unwrap_err();
         assert!(matches!(err, ClientError::NoDaemon { .. }));
     }
 

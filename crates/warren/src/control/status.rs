@@ -1,75 +1,145 @@
-//! The status document of SPEC section 4: built from the running daemon, printed as JSON for
-//! machines or as aligned tables for people.
+//! The status document: built from the running daemon as typed records, sent as JSON for
+//! machines (`warren status --json`, the control protocol) and printed as aligned tables for
+//! people.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
-
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ForwardSpec, Route};
-use crate::forward::{ForwardRuntime, ForwardState};
+use crate::forward::ForwardRuntime;
 use crate::session::{HostHandle, HostState, HostStatus};
 
-/// The whole status as one JSON document: `{"hosts":[...],"forwards":[...]}`.
-pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime]) -> Value {
-    let host_docs: Vec<Value> = hosts
+/// The whole status: every host supervisor and every forward.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    /// Hosts, by name.
+    pub hosts: Vec<HostDoc>,
+    /// Forwards, in file order.
+    pub forwards: Vec<ForwardDoc>,
+}
+
+/// One host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostDoc {
+    /// Its name (`NAME via HOP,...` for an inner hop of someone else's chain).
+    pub name: String,
+    /// `connecting`, `up`, `backoff` or `failed`.
+    pub state: String,
+    /// When the next attempt starts (RFC 3339), in `backoff` and `failed`.
+    pub retry_at: Option<String>,
+    /// Since when it has been up, or not up (RFC 3339).
+    pub since: String,
+    /// The hops it is reached through (or `proxy_command: CMD`); empty when direct.
+    pub via: Vec<String>,
+    /// The error that ended the last attempt or session.
+    pub last_error: Option<ErrorDoc>,
+    /// Sessions lost or replaced so far.
+    pub reconnects: u64,
+}
+
+/// An error with its class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDoc {
+    /// `network`, `host-key`, `auth` or `config`.
+    pub class: String,
+    /// The whole error chain.
+    pub message: String,
+}
+
+/// One forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardDoc {
+    /// Its name.
+    pub name: String,
+    /// The host whose session carries it.
+    pub host: String,
+    /// `local`, `remote` or `dynamic`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where it listens (as bound: the real port for port 0).
+    pub listen: String,
+    /// Where it connects; none for a dynamic forward.
+    pub connect: Option<String>,
+    /// `ready`, `waiting` or `failed`.
+    pub state: String,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections accepted so far.
+    pub total: u64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: u64,
+    /// Bytes towards the egress.
+    pub bytes_in: u64,
+    /// Bytes back from the egress.
+    pub bytes_out: u64,
+    /// Its own last error.
+    pub last_error: Option<String>,
+}
+
+/// The status of `hosts` and `forwards` now.
+pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime]) -> StatusDoc {
+    let hosts_doc = hosts
         .iter()
         .map(|(name, h)| {
             let s = h.status();
-            let via = match &h.config().route {
-                Route::Direct => json!([]),
-                Route::Jump(hops) => json!(hops),
-                Route::ProxyCommand(cmd) => json!([format!("proxy_command: {cmd}")]),
-            };
-            json!({
-                "name": name,
-                "state": state_name(&s),
-                "retry_at": retry_at(&s).map(rfc3339),
-                "since": rfc3339(s.since),
-                "via": via,
-                "last_error": s.last_error.as_ref().map(|e| json!({"class": e.class.as_str(), "message": e.message})),
-                "reconnects": s.reconnects,
-            })
+            HostDoc {
+                name: name.clone(),
+                state: state_name(&s).into(),
+                retry_at: retry_at(&s).map(rfc3339),
+                since: rfc3339(s.since),
+                via: match &h.config().route {
+                    Route::Direct => Vec::new(),
+                    Route::Jump(hops) => hops.clone(),
+                    Route::ProxyCommand(cmd) => vec![format!("proxy_command: {cmd}")],
+                },
+                last_error: s.last_error.as_ref().map(|e| ErrorDoc {
+                    class: e.class.as_str().into(),
+                    message: e.message.clone(),
+                }),
+                reconnects: s.reconnects,
+            }
         })
         .collect();
-    let forward_docs: Vec<Value> = forwards
+    let forwards_doc = forwards
         .iter()
         .map(|f| {
             let own = f.status();
-            let host_up = hosts.get(&f.config.host).is_some_and(|h| h.status().state == HostState::Up);
-            let state = match (&f.config.spec, own.state) {
-                (_, ForwardState::Failed) => "failed",
-                (ForwardSpec::Remote { .. }, ForwardState::Ready) if host_up => "ready",
-                (ForwardSpec::Remote { .. }, _) => "waiting",
-                (_, _) if host_up => "ready",
-                _ => "waiting",
-            };
+            let host_up = hosts
+                .get(&f.config.host)
+                .is_some_and(|h| h.status().state == HostState::Up);
             let listen = match (&own.remote_listen, &f.bound) {
                 (Some(remote), _) => remote.to_string(),
                 (None, Some(bound)) => bound.to_string(),
                 (None, None) => f.config.spec.listen_text(),
             };
             let c = &f.counters;
-            json!({
-                "name": f.config.name,
-                "host": f.config.host,
-                "type": f.config.spec.kind_name(),
-                "listen": listen,
-                "connect": match &f.config.spec { ForwardSpec::Dynamic { .. } => Value::Null, s => json!(s.connect_text()) },
-                "state": state,
-                "active": c.active.load(Ordering::Relaxed),
-                "total": c.total.load(Ordering::Relaxed),
-                "refused": c.refused.load(Ordering::Relaxed),
-                "bytes_in": c.bytes_in.load(Ordering::Relaxed),
-                "bytes_out": c.bytes_out.load(Ordering::Relaxed),
-                "last_error": own.last_error,
-            })
+            ForwardDoc {
+                name: f.config.name.clone(),
+                host: f.config.host.clone(),
+                kind: f.config.spec.kind_name().into(),
+                listen,
+                connect: match &f.config.spec {
+                    ForwardSpec::Dynamic { .. } => None,
+                    s => Some(s.connect_text()),
+                },
+                state: f.readiness(host_up).as_str().into(),
+                active: c.active.load(Ordering::Relaxed),
+                total: c.total.load(Ordering::Relaxed),
+                refused: c.refused.load(Ordering::Relaxed),
+                bytes_in: c.bytes_in.load(Ordering::Relaxed),
+                bytes_out: c.bytes_out.load(Ordering::Relaxed),
+                last_error: own.last_error,
+            }
         })
         .collect();
-    json!({ "hosts": host_docs, "forwards": forward_docs })
+    StatusDoc {
+        hosts: hosts_doc,
+        forwards: forwards_doc,
+    }
 }
 
 fn state_name(s: &HostStatus) -> &'static str {
@@ -92,47 +162,35 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The document as the tables of SPEC section 4.
-pub fn render_table(doc: &Value, now: SystemTime) -> String {
-    let empty = Vec::new();
+/// The document as two aligned tables, hosts then forwards; durations relative to `now`.
+pub fn render_table(doc: &StatusDoc, now: SystemTime) -> String {
     let mut hosts = vec![
         ["HOST", "STATE", "SINCE", "VIA", "LAST ERROR"]
             .map(String::from)
             .to_vec(),
     ];
-    for h in doc["hosts"].as_array().unwrap_or(&empty) {
-        let mut state = text(&h["state"]);
-        if let Some(at) = h["retry_at"]
-            .as_str()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-        {
+    let parse = |t: &str| humantime::parse_rfc3339(t).ok();
+    for h in &doc.hosts {
+        let mut state = h.state.clone();
+        if let Some(at) = h.retry_at.as_deref().and_then(parse) {
             state = format!(
                 "{state} {}",
                 short_duration(at.duration_since(now).unwrap_or_default())
             );
         }
-        let since = h["since"]
-            .as_str()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .map_or("-".into(), |t| {
-                short_duration(now.duration_since(t).unwrap_or_default())
-            });
-        let via: Vec<String> = h["via"]
-            .as_array()
-            .unwrap_or(&empty)
-            .iter()
-            .map(text)
-            .collect();
-        let via = if via.is_empty() {
+        let since = parse(&h.since).map_or("-".into(), |t| {
+            short_duration(now.duration_since(t).unwrap_or_default())
+        });
+        let via = if h.via.is_empty() {
             "direct".to_string()
         } else {
-            via.join(",")
+            h.via.join(",")
         };
-        let error = match &h["last_error"] {
-            Value::Object(e) => format!("{}: {}", text(&e["class"]), text(&e["message"])),
-            _ => "-".into(),
-        };
-        hosts.push(vec![text(&h["name"]), state, since, via, error]);
+        let error = h
+            .last_error
+            .as_ref()
+            .map_or("-".into(), |e| format!("{}: {}", e.class, e.message));
+        hosts.push(vec![h.name.clone(), state, since, via, error]);
     }
     let mut fwds = vec![
         [
@@ -141,22 +199,17 @@ pub fn render_table(doc: &Value, now: SystemTime) -> String {
         .map(String::from)
         .to_vec(),
     ];
-    for f in doc["forwards"].as_array().unwrap_or(&empty) {
-        let num = |k: &str| f[k].as_u64().unwrap_or(0);
+    for f in &doc.forwards {
         fwds.push(vec![
-            text(&f["name"]),
-            text(&f["type"]),
-            text(&f["listen"]),
-            if f["connect"].is_null() {
-                "-".into()
-            } else {
-                text(&f["connect"])
-            },
-            text(&f["state"]),
-            num("active").to_string(),
-            num("total").to_string(),
-            human_bytes(num("bytes_in")),
-            human_bytes(num("bytes_out")),
+            f.name.clone(),
+            f.kind.clone(),
+            f.listen.clone(),
+            f.connect.clone().unwrap_or_else(|| "-".into()),
+            f.state.clone(),
+            f.active.to_string(),
+            f.total.to_string(),
+            human_bytes(f.bytes_in),
+            human_bytes(f.bytes_out),
         ]);
     }
     let mut out = String::new();
@@ -164,14 +217,6 @@ pub fn render_table(doc: &Value, now: SystemTime) -> String {
     out.push('\n');
     table(&mut out, &fwds);
     out
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 fn table(out: &mut String, rows: &[Vec<String>]) {
@@ -209,7 +254,7 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// `1.2GB`, `80MB`, `220kB`, `17B` (decimal units, as the SPEC's example).
+/// `1.2GB`, `80MB`, `220kB`, `17B` (decimal units).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [(&str, f64); 4] = [("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
     for (unit, size) in UNITS {
@@ -245,7 +290,7 @@ mod tests {
     #[test]
     fn tables_are_aligned() {
         let now = SystemTime::now();
-        let doc = json!({
+        let doc = serde_json::json!({
             "hosts": [
                 {"name": "bastion", "state": "up", "since": rfc3339(now - Duration::from_secs(7980)), "via": [], "last_error": null, "reconnects": 0, "retry_at": null},
                 {"name": "db", "state": "backoff", "since": rfc3339(now - Duration::from_secs(12)), "via": ["bastion"],
@@ -253,10 +298,10 @@ mod tests {
             ],
             "forwards": [
                 {"name": "orders-db", "host": "db", "type": "local", "listen": "127.0.0.1:5432", "connect": "127.0.0.1:5432",
-                 "state": "waiting", "active": 0, "total": 1830, "bytes_in": 1_200_000_000u64, "bytes_out": 80_000_000, "last_error": null},
+                 "state": "waiting", "active": 0, "total": 1830, "refused": 0, "bytes_in": 1_200_000_000u64, "bytes_out": 80_000_000, "last_error": null},
             ],
         });
-        let t = render_table(&doc, now);
+        let t = render_table(&serde_json::from_value(doc).unwrap(), now);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "HOST     STATE       SINCE  VIA      LAST ERROR");
         assert_eq!(lines[1], "bastion  up          2h13m  direct   -");

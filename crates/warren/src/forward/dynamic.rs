@@ -10,20 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::copy::{Ingress, splice};
+use super::listener::Listener;
 use super::listener::Stream;
-use super::local::{Refusal, Serve, accept_loop};
+use super::local::{Refusal, accept_loop};
 use super::socks::{self, Reply};
-use super::{ActiveGuard, Counters};
+use super::{ActiveGuard, Context, Counters};
 use crate::config::Endpoint;
 use crate::session::{HostHandle, OpenError};
 
 /// A client must finish its SOCKS handshake within this long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts until `stop_accepting` fires; each client runs in its own task.
-pub async fn serve(s: Serve) {
-    let (host, counters, cut) = (s.host.clone(), s.forward.counters.clone(), s.cut.clone());
-    accept_loop(&s, Refusal::Socks, |stream, peer, active| {
+/// Accepts on `listener` until the forward stops; each client runs in its own task.
+pub async fn serve(cx: Context, listener: Listener) {
+    let (host, counters, cut) = (cx.host.clone(), cx.forward.counters.clone(), cx.cut.clone());
+    accept_loop(&cx, &listener, Refusal::Socks, |stream, peer, active| {
         client(
             stream,
             peer,

@@ -11,31 +11,15 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::copy::{Ingress, splice};
 use super::listener::{Listener, Stream};
-use super::{ActiveGuard, Counters, ForwardRuntime, socks};
+use super::{ActiveGuard, Context, Counters, socks};
 use crate::config::Endpoint;
 use crate::session::HostHandle;
 
-/// What a forward's accept loop needs.
-pub struct Serve {
-    /// The forward.
-    pub forward: ForwardRuntime,
-    /// Its bound ingress.
-    pub listener: Listener,
-    /// The session supervisor of its host.
-    pub host: HostHandle,
-    /// Fires to stop accepting.
-    pub stop_accepting: CancellationToken,
-    /// Fires to cut open connections.
-    pub cut: CancellationToken,
-    /// Tracks connection tasks, so that shutdown can let them finish.
-    pub connections: TaskTracker,
-}
-
-/// Accepts until `stop_accepting` fires; each connection runs in its own task.
-pub async fn serve(s: Serve, egress: Endpoint) {
+/// Accepts on `listener` until the forward stops; each connection runs in its own task.
+pub async fn serve(cx: Context, listener: Listener, egress: Endpoint) {
     let egress = Arc::new(egress);
-    let (host, counters, cut) = (s.host.clone(), s.forward.counters.clone(), s.cut.clone());
-    accept_loop(&s, Refusal::Close, |stream, peer, active| {
+    let (host, counters, cut) = (cx.host.clone(), cx.forward.counters.clone(), cx.cut.clone());
+    accept_loop(&cx, &listener, Refusal::Close, |stream, peer, active| {
         connection(
             stream,
             peer,
@@ -67,33 +51,33 @@ const REFUSALS_ANSWERED: usize = 64;
 /// The accept loop of every ingress on this machine (local and dynamic forwards): spawn
 /// first, do the handshake inside the task, never I/O in the loop. A connection beyond
 /// `max_connections` is refused (and counted) instead.
-pub async fn accept_loop<F, Fut>(s: &Serve, refusal: Refusal, mut handle: F)
+pub async fn accept_loop<F, Fut>(cx: &Context, listener: &Listener, refusal: Refusal, mut handle: F)
 where
     F: FnMut(Stream, (String, u16), ActiveGuard) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
-    let limit = s.forward.config.max_connections;
+    let limit = cx.forward.config.max_connections;
     loop {
         let accepted = tokio::select! {
-            () = s.stop_accepting.cancelled() => break,
-            r = s.listener.accept() => r,
+            () = cx.stop.cancelled() => break,
+            r = listener.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Some(active) = s.forward.counters.admit(limit) else {
-                    refuse(stream, refusal, &answering, &s.connections);
+                let Some(active) = cx.forward.counters.admit(limit) else {
+                    refuse(stream, refusal, &answering, &cx.connections);
                     continue;
                 };
                 let span = info_span!("conn", peer = %format!("{}:{}", peer.0, peer.1));
-                s.connections
+                cx.connections
                     .spawn(handle(stream, peer, active).instrument(span));
             }
             Err(e) => {
                 // Out of descriptors, most likely: pause instead of spinning on the error.
                 warn!(error = %e, "accept failed");
                 tokio::select! {
-                    () = s.stop_accepting.cancelled() => break,
+                    () = cx.stop.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }

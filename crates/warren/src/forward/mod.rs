@@ -1,8 +1,10 @@
 //! The forward kinds — `local` (-L), `remote` (-R), `dynamic` (-D, SOCKS) — each carrying
-//! its connections over its host's session; plus what they share: listeners, copying, counters.
+//! its connections over its host's session; their life from bind to drain (`lifecycle`); and
+//! what they share: the context a forward runs in, listeners, copying, counters, readiness.
 
 pub mod copy;
 pub mod dynamic;
+pub mod lifecycle;
 pub mod listener;
 pub mod local;
 pub mod remote;
@@ -11,9 +13,27 @@ pub mod socks;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::config::{BindAddr, Endpoint, ForwardConfig};
+use crate::config::{BindAddr, Endpoint, ForwardConfig, ForwardSpec};
+use crate::session::HostHandle;
+
+/// What a running forward of any kind works with.
+#[derive(Clone)]
+pub struct Context {
+    /// The forward: settings, status, counters.
+    pub forward: ForwardRuntime,
+    /// The supervisor of its host, whose session carries it.
+    pub host: HostHandle,
+    /// Fires to stop accepting (a remote forward cancels its listener).
+    pub stop: CancellationToken,
+    /// Fires to close its open connections.
+    pub cut: CancellationToken,
+    /// Tracks connection tasks, so that shutdown can let them finish.
+    pub connections: TaskTracker,
+}
 
 /// Per-forward counters, shared by its accept loop and connections, read by status.
 #[derive(Debug, Default)]
@@ -78,6 +98,29 @@ pub enum ForwardState {
     Failed,
 }
 
+/// Whether a forward carries connections now, from its own state and its host's: the one
+/// rule behind status, `STATUS=` and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Connections are carried.
+    Ready,
+    /// Waiting for its session (or, for a remote forward, for the server's listener).
+    Waiting,
+    /// Failed on its own (an ingress that cannot be bound, a listener the server refused).
+    Failed,
+}
+
+impl Readiness {
+    /// The word status shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Waiting => "waiting",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// What a forward reports about itself beyond its host's state.
 #[derive(Debug, Clone)]
 pub struct ForwardStatus {
@@ -128,5 +171,17 @@ impl ForwardRuntime {
     /// Changes its own status.
     pub fn set_status(&self, f: impl FnOnce(&mut ForwardStatus)) {
         f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Whether it carries connections, given whether its host's session is up. A local or
+    /// dynamic ingress follows its host; a remote one also needs the server's listener.
+    pub fn readiness(&self, host_up: bool) -> Readiness {
+        match (&self.config.spec, self.status().state) {
+            (_, ForwardState::Failed) => Readiness::Failed,
+            (ForwardSpec::Remote { .. }, ForwardState::Ready) if host_up => Readiness::Ready,
+            (ForwardSpec::Remote { .. }, _) => Readiness::Waiting,
+            (_, _) if host_up => Readiness::Ready,
+            _ => Readiness::Waiting,
+        }
     }
 }

@@ -11,40 +11,22 @@ use russh::ChannelOpenFailure;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::copy::{Ingress, splice};
-use super::{ActiveGuard, ForwardRuntime, ForwardState};
+use super::{ActiveGuard, Context, ForwardRuntime, ForwardState};
 use crate::config::Endpoint;
-use crate::session::{Backoff, HostHandle, Incoming, RouteKey, Session};
+use crate::session::{Backoff, Incoming, RouteKey, Session};
 
 /// Channels waiting for their egress connect, per forward; more are rejected.
 const QUEUE: usize = 256;
 
-/// What a remote forward needs.
-pub struct Serve {
-    /// The forward.
-    pub forward: ForwardRuntime,
-    /// Ingress on the server.
-    pub listen: Endpoint,
-    /// Egress here.
-    pub egress: Endpoint,
-    /// Its host's supervisor.
-    pub host: HostHandle,
-    /// Fires to stop (the listener is cancelled on the server).
-    pub stop: CancellationToken,
-    /// Fires to cut open connections.
-    pub cut: CancellationToken,
-    /// Tracks connection tasks.
-    pub connections: TaskTracker,
-}
-
-/// Keeps the forward requested on every session until `stop`.
-pub async fn serve(s: Serve) {
+/// Keeps `listen` (on the server) requested on every session until the forward stops;
+/// connects its channels to `egress` here.
+pub async fn serve(s: Context, listen: Endpoint, egress: Endpoint) {
     let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
     let mut sessions = s.host.watch_session();
-    let egress = Arc::new(s.egress.clone());
+    let egress = Arc::new(egress);
     let cfg = s.host.config().clone();
     loop {
         let session = tokio::select! {
@@ -59,10 +41,10 @@ pub async fn serve(s: Serve) {
         let mut last_error: Option<String> = None;
         // Request the listener on this session, retrying alone while the session lasts.
         let key = loop {
-            match session.request_remote(&s.listen).await {
+            match session.request_remote(&listen).await {
                 Ok(key) => break Some(key),
                 Err(e) => {
-                    let msg = format!("the server refused to listen on {}: {e}", s.listen);
+                    let msg = format!("the server refused to listen on {listen}: {e}");
                     if last_error.as_deref() != Some(&msg) {
                         warn!(error = %msg, "remote forward failed; retrying");
                     }
