@@ -216,7 +216,7 @@ fn push_locked(state: &mut State, msg: ChannelMsg) {
                 }
                 state.control += 1;
             }
-            state.items.push_back(item);
+            push(state, item);
             return;
         }
     };
@@ -262,9 +262,10 @@ fn room_in(item: &Item) -> usize {
 }
 
 /// Queues a short payload. It is appended to the last unread item of its stream when that is
-/// one of the last two items and only data lies after it (stdout and stderr interleaved
-/// gather too; the order within a stream, and of data against other messages, is kept).
-/// Otherwise it becomes an item of its own, as it is: the reader is keeping up.
+/// a short payload or a gathering buffer among the last two items, with only data after it
+/// (stdout and stderr interleaved gather too; the order within a stream, and of data against
+/// other messages, is kept). Otherwise it becomes an item of its own, as it is: the reader is
+/// keeping up, or it follows a payload kept whole.
 fn gather(state: &mut State, ext: Option<u32>, mut data: Bytes) {
     if data.is_empty() {
         return;
@@ -284,11 +285,14 @@ fn gather(state: &mut State, ext: Option<u32>, mut data: Bytes) {
             None => break,
         }
     }
-    let Some(mut at) = target else {
-        state.items.push_back(Item::Msg(match ext {
-            None => ChannelMsg::Data { data },
-            Some(ext) => ChannelMsg::ExtendedData { data, ext },
-        }));
+    let Some(mut at) = target.filter(|t| state.items.get(*t).is_some_and(gathers)) else {
+        push(
+            state,
+            Item::Msg(match ext {
+                None => ChannelMsg::Data { data },
+                Some(ext) => ChannelMsg::ExtendedData { data, ext },
+            }),
+        );
         return;
     };
     // Each gathering buffer is filled to its size before the next one starts at the back, so
@@ -296,10 +300,10 @@ fn gather(state: &mut State, ext: Option<u32>, mut data: Bytes) {
     while !data.is_empty() {
         let room = state.items.get(at).map_or(0, room_in);
         if room == 0 {
-            let n = data.len().min(COALESCE_BUFFER);
-            let mut buf = BytesMut::with_capacity(COALESCE_BUFFER);
-            buf.extend_from_slice(&data.split_to(n));
-            state.items.push_back(Item::Gathered { ext, buf });
+            let piece = data.split_to(data.len().min(COALESCE_BUFFER));
+            let mut buf = new_buffer(piece.len());
+            buf.extend_from_slice(&piece);
+            push(state, Item::Gathered { ext, buf });
             at = state.items.len() - 1;
             continue;
         }
@@ -309,14 +313,60 @@ fn gather(state: &mut State, ext: Option<u32>, mut data: Bytes) {
                 ChannelMsg::Data { data: d } | ChannelMsg::ExtendedData { data: d, .. },
             ) = item
             {
-                let mut buf = BytesMut::with_capacity(COALESCE_BUFFER);
+                let mut buf = new_buffer(d.len() + piece.len());
                 buf.extend_from_slice(d);
                 *item = Item::Gathered { ext, buf };
             }
             if let Item::Gathered { buf, .. } = item {
+                // Grows by doubling, up to COALESCE_BUFFER (`room` keeps it there).
                 buf.extend_from_slice(&piece);
             }
         }
+    }
+}
+
+/// Whether more short payloads can be appended to `item`: a gathering buffer, or a short
+/// payload (which becomes one). A payload kept whole is not copied into a buffer.
+fn gathers(item: &Item) -> bool {
+    match item {
+        Item::Gathered { .. } => true,
+        Item::Msg(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
+            data.len() < COALESCE_BELOW
+        }
+        Item::Msg(_) => false,
+    }
+}
+
+/// The smallest gathering buffer.
+const MIN_BUFFER: usize = 256;
+
+/// A gathering buffer for `needed` bytes and as many again: a power of two between
+/// [`MIN_BUFFER`] and [`COALESCE_BUFFER`], so that doubling never passes the latter.
+fn new_buffer(needed: usize) -> BytesMut {
+    let cap = needed
+        .saturating_mul(2)
+        .next_power_of_two()
+        .clamp(MIN_BUFFER, COALESCE_BUFFER);
+    BytesMut::with_capacity(cap)
+}
+
+/// Appends an item. The item that this moves out of the last two can no longer be appended
+/// to: a gathering buffer there gives back its spare capacity, so that only the last buffer
+/// of each stream is ever partly empty.
+fn push(state: &mut State, item: Item) {
+    state.items.push_back(item);
+    let len = state.items.len();
+    if len >= 3
+        && let Some(Item::Gathered { buf, .. }) = state.items.get_mut(len - 3)
+    {
+        shrink(buf);
+    }
+}
+
+/// Gives back a buffer's spare capacity (one copy of at most [`COALESCE_BUFFER`] bytes).
+fn shrink(buf: &mut BytesMut) {
+    if buf.capacity() > buf.len() + buf.len() / 8 {
+        *buf = BytesMut::from(&buf[..]);
     }
 }
 
@@ -382,6 +432,15 @@ impl Receiver {
         if self.shared.capacity.is_some() {
             self.shared.space.notify_waiters();
         }
+        // A buffer taken while still being filled goes out without its spare capacity: the
+        // reader may hold it a while (a batch waiting for a slow socket).
+        let item = match item {
+            Item::Gathered { ext, mut buf } => {
+                shrink(&mut buf);
+                Item::Gathered { ext, buf }
+            }
+            item => item,
+        };
         Ok(item.into_msg())
     }
 
@@ -489,6 +548,64 @@ mod tests {
         assert!(matches!(msgs[3], ChannelMsg::Eof));
         assert!(matches!(&msgs[4], ChannelMsg::Data { data } if data[..] == [4; 5]));
         assert_eq!(msgs.len(), 5);
+    }
+
+    #[test]
+    fn short_payloads_between_long_ones_cost_little_more_than_their_bytes() {
+        // Long payloads (kept whole) with one, two or a few short ones after each: every
+        // buffer but the last of the stream gives back its spare capacity.
+        for shorts in [1, 2, 5, 40] {
+            let (tx, mut rx) = channel(None);
+            let mut payload = 0;
+            let mut sent = Vec::new();
+            for round in 0..512usize {
+                let long = vec![(round % 200) as u8; COALESCE_BELOW];
+                payload += long.len();
+                sent.extend_from_slice(&long);
+                tx.push(ChannelMsg::Data { data: long.into() }).unwrap();
+                for k in 0..shorts {
+                    let b = ((round + k) % 250) as u8;
+                    payload += 1;
+                    sent.push(b);
+                    tx.push(data(1, b)).unwrap();
+                }
+            }
+            let (items, held) = held(&rx);
+            assert!(
+                held <= payload + 2 * COALESCE_BUFFER,
+                "{shorts} short payloads after each long one: {held} bytes held for {payload}"
+            );
+            assert!(items <= 2 * 512 + 1, "{items} items");
+            let mut got = Vec::new();
+            while let Ok(ChannelMsg::Data { data }) = rx.try_recv() {
+                got.extend_from_slice(&data);
+            }
+            assert_eq!(got, sent, "every byte, in order");
+        }
+    }
+
+    #[test]
+    fn a_buffer_taken_while_it_fills_goes_out_without_its_spare_room() {
+        let (tx, mut rx) = channel(None);
+        tx.push(data(3, 1)).unwrap();
+        tx.push(data(3, 2)).unwrap();
+        let Ok(ChannelMsg::Data { data }) = rx.try_recv() else {
+            panic!("data expected");
+        };
+        assert_eq!(&data[..], &[1, 1, 1, 2, 2, 2]);
+        let BytesLike { capacity } = capacity_of(data);
+        assert!(capacity < MIN_BUFFER, "{capacity}");
+    }
+
+    struct BytesLike {
+        capacity: usize,
+    }
+
+    /// The capacity behind `b` (it came from a `BytesMut` frozen with its whole allocation).
+    fn capacity_of(b: Bytes) -> BytesLike {
+        BytesLike {
+            capacity: BytesMut::from(b).capacity(),
+        }
     }
 
     #[test]
