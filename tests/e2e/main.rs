@@ -19,6 +19,7 @@ mod logs;
 mod netns;
 mod reload;
 mod remote_forward;
+mod slow_peers;
 mod socks;
 mod status;
 mod support;
