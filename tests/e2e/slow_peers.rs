@@ -35,9 +35,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 const PROBE_BOUND: Duration = Duration::from_millis(100);
 /// A probe unanswered for this long means the session froze: the test stops there.
 const PROBE_GIVE_UP: Duration = Duration::from_secs(5);
-/// The one-byte writer must get rid of at least this much. The old channel queue froze the
-/// session after 65 536 messages, and a one-byte write is at most one message.
-const FLOOD_FLOOR: u64 = 4 * 65_536;
+/// The one-byte writer must get rid of at least a window: then the stalled channel was full.
+/// (This alone does not tell the old channel queue from the new: when that queue froze the
+/// session, after 65 536 messages, sshd went on reading the egress into its own buffer up to
+/// the window, and the kernel's socket buffers took more; the probes and the RSS tell.)
+const FLOOD_FLOOR: u64 = WINDOW;
 /// How long a writer that made no progress is taken to be stuck (its peer full).
 const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// Bound for one step of the set-up.
@@ -85,18 +87,17 @@ async fn a_stalled_channel_holds_at_most_its_window_for_1_kib_and_32_kib_writes(
             )
         })
         .await?;
-        let mut clients = Vec::new();
+        // Both stay stalled to the end, so the second is measured on top of the first and
+        // cannot reuse memory the first held.
+        let mut stalled = Vec::new();
         for (listener, size, ingress, name) in [
             (small, 1024, "1k.sock", "stalled-1k"),
             (large, 32 * 1024, "32k.sock", "stalled-32k"),
         ] {
-            // Each channel is measured from what warren held before it: the earlier one stays
-            // stalled, so its memory cannot be reused.
             let baseline = rig.rss()?;
-            clients.push(connect(&rig.path(ingress)).await?);
+            let client = connect(&rig.path(ingress)).await?;
             let flood = Flood::start(Side::Accept(listener), size);
             let (flooded, growth) = rig.until_stuck(&flood, baseline).await?;
-            rig.ensure_still_open(name, flood).await?;
             report("-L", size, growth, flooded);
             ensure!(
                 flooded >= WINDOW,
@@ -108,10 +109,17 @@ async fn a_stalled_channel_holds_at_most_its_window_for_1_kib_and_32_kib_writes(
                 "{size}-byte writes: warren's RSS grew by {growth} bytes for one stalled \
                  channel ({flooded} bytes written), over the bound of {HELD_BOUND}"
             );
+            stalled.push((name, flood, client));
+        }
+        for (name, flood, _client) in stalled {
+            rig.ensure_still_open(name, flood).await?;
         }
         // The session still carries the probe forward.
         let rtt = rig.probe(1).await?;
-        ensure!(rtt < PROBE_BOUND, "a probe afterwards took {rtt:?}");
+        ensure!(
+            rtt < PROBE_BOUND,
+            "a probe afterwards took {rtt:?} (bound {PROBE_BOUND:?})"
+        );
         Ok(())
     })
     .await;
@@ -138,7 +146,8 @@ impl Kind {
 /// Test 1: a never-reading end fed one byte per write for [`FLOOD_FOR`] while probes go
 /// through the other forward.
 async fn one_byte_flood(kind: Kind) -> anyhow::Result<()> {
-    // -L and -D: the flood's source is an egress here; -R: an egress that never reads.
+    // -L and -D: the flood comes from `egress`; -R: it goes to `sink`, an egress that never
+    // reads (started for every kind, used by -R only).
     let egress = std::net::TcpListener::bind("127.0.0.1:0")?;
     let egress_addr = egress.local_addr()?;
     let sink = PeerServer::start(Transport::Unix, |stream| async move {
@@ -384,17 +393,6 @@ impl Rig {
             }
             w.slow += u32::from(rtt >= PROBE_BOUND);
             w.growth = w.growth.max(self.rss()?.saturating_sub(baseline));
-            if std::env::var_os("SLOW_DEBUG").is_some()
-                && (w.probes % 50 == 0 || rtt > Duration::from_millis(50))
-            {
-                eprintln!(
-                    "DEBUG {} probes at {:?}: rtt {rtt:?} flooded {} rss +{} KiB",
-                    w.probes,
-                    sent.0,
-                    flood.written(),
-                    self.rss()?.saturating_sub(baseline) / 1024
-                );
-            }
         }
         Ok(w)
     }
