@@ -23,6 +23,7 @@ mod netns;
 mod reload;
 mod remote_forward;
 mod runtime;
+mod slow_peers;
 mod socks;
 mod status;
 mod support;
