@@ -225,3 +225,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod proptest_model;
+#[cfg(test)]
+mod proptests;

@@ -11,6 +11,9 @@ mod host;
 mod router;
 mod transport;
 
+#[cfg(test)]
+mod proptests;
+
 pub use auth::load_key;
 pub use backoff::Backoff;
 pub use chain::{Supervisors, spawn_hosts};
