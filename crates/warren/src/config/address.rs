@@ -265,3 +265,7 @@ mod tests {
         assert!(!BindAddr::Tcp("0.0.0.0:22".parse().unwrap()).is_local_only());
     }
 }
+
+#[cfg(test)]
+#[path = "address_proptests.rs"]
+mod proptests;

@@ -161,3 +161,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "duration_proptests.rs"]
+mod proptests;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use address::{BindAddr, Endpoint};
+pub use address::{BindAddr, Endpoint, parse_bind, parse_egress, parse_remote_bind};
 pub use diag::{ConfigError, Diagnostic, Problem, line_column};
 pub use diff::{Plan, diff};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
@@ -242,3 +242,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod proptest_model;
+#[cfg(test)]
+mod proptests;

@@ -349,3 +349,7 @@ async fn more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<(), 
 #[cfg(test)]
 #[path = "socks_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "socks_proptests.rs"]
+mod proptests;

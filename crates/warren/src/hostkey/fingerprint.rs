@@ -68,6 +68,10 @@ impl FromStr for Fingerprint {
 }
 
 #[cfg(test)]
+#[path = "fingerprint_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::hostkey::testutil::{keygen, ssh_keygen};

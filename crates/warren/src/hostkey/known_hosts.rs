@@ -199,6 +199,19 @@ fn parse_line(line: &str) -> Result<Option<(Marker, HostField, KeyData)>, &'stat
     Ok(Some((marker, hosts, key.key_data().clone())))
 }
 
+/// Reads one known_hosts line as [`verify`](super::verify) does and says whether it applies
+/// to `host` on `port`: `Ok(None)` for a blank or comment line, `Err(reason)` for a line the
+/// reader skips, else whether its host field names `host` (the marker is not considered).
+///
+/// An entry point for fuzzing and tests; the daemon reads whole files.
+pub fn known_hosts_line_matches(
+    line: &str,
+    host: &str,
+    port: u16,
+) -> Result<Option<bool>, &'static str> {
+    Ok(parse_line(line)?.map(|(_, hosts, _)| hosts.matches(&lookup_name(host, port))))
+}
+
 /// What [`learn`] found once it held the lock.
 #[derive(Debug)]
 pub(crate) enum Learnt {
@@ -311,6 +324,10 @@ fn append_line(
         line,
     })
 }
+
+#[cfg(test)]
+#[path = "known_hosts_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub use cert::CertRejection;
 pub use error::HostKeyError;
 pub use fingerprint::{Fingerprint, FingerprintError, fingerprint_sha256};
-pub use known_hosts::Location;
+pub use known_hosts::{Location, known_hosts_line_matches};
 pub use verify::verify;
 
 /// What to do with a host key that no known_hosts line mentions.

@@ -16,6 +16,9 @@ mod state;
 mod supervisor;
 mod transport;
 
+#[cfg(test)]
+mod proptests;
+
 pub use backoff::Backoff;
 pub use chain::{HostChanges, Supervisors};
 pub use error::{FailureClass, SessionError};

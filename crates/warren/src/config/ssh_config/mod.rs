@@ -25,6 +25,9 @@ mod read;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+pub(super) mod proptests;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
