@@ -78,6 +78,41 @@ pub struct RawHost {
     pub reconnect_max: Option<Str>,
 }
 
+impl RawHost {
+    /// These settings with `defaults` filling what they leave out: the settings a host
+    /// inherits (everything but `hostname`, `jump`, `proxy_command` and
+    /// `host_key_fingerprints`, which are per host).
+    pub fn with_defaults(&self, defaults: &RawHost) -> RawHost {
+        macro_rules! inherit {
+            ($($key:ident),*) => {
+                RawHost {
+                    $($key: self.$key.clone().or_else(|| defaults.$key.clone()),)*
+                    hostname: self.hostname.clone(),
+                    jump: self.jump.clone(),
+                    proxy_command: self.proxy_command.clone(),
+                    host_key_fingerprints: self.host_key_fingerprints.clone(),
+                }
+            };
+        }
+        inherit!(
+            user,
+            port,
+            identity_files,
+            certificate_files,
+            passphrase_file,
+            agent,
+            password_file,
+            known_hosts,
+            host_key_policy,
+            connect_timeout,
+            keepalive_interval,
+            keepalive_count_max,
+            reconnect_min,
+            reconnect_max
+        )
+    }
+}
+
 /// One `[[forward]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
