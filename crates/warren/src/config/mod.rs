@@ -2,6 +2,7 @@
 //! and the environment that fills in defaults.
 
 mod address;
+mod destination;
 mod diag;
 mod diff;
 mod duration;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use address::{BindAddr, Endpoint, parse_bind, parse_egress, parse_remote_bind};
+pub use destination::Destination;
 pub use diag::{ConfigError, Diagnostic, Problem, line_column};
 pub use diff::{Plan, diff};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};

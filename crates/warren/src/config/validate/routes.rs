@@ -3,7 +3,6 @@
 //! and the cycles a chain must not make.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use toml::Spanned;
@@ -12,7 +11,7 @@ use super::Ctx;
 use super::hosts::host_config;
 use super::ssh_overlay::fill_from_ssh_config;
 use crate::config::raw::{RawConfig, RawHost, edit_distance};
-use crate::config::{HostConfig, Route};
+use crate::config::{Destination, HostConfig, Route};
 
 /// How host `name` is reached, from its `jump` or `proxy_command`; ad-hoc
 /// `[user@]host[:port]` hops become host entries. `path` holds the hosts `name` is reached
@@ -111,29 +110,10 @@ fn route_of(
 /// `[user@]host[:port]` for a hop that no `[hosts.*]` table names. A bare word that is not an
 /// IP address is taken for a misspelt host name rather than a DNS name.
 fn adhoc_hop(text: &str) -> Option<(Option<String>, String, Option<i64>)> {
-    let (user, rest) = match text.rsplit_once('@') {
-        Some((u, r)) => (Some(u.to_string()), r),
-        None => (None, text),
-    };
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let (h, after) = inner.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse::<i64>().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        (h.to_string(), port)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p.parse::<i64>().ok()?)),
-            None => (rest.to_string(), None),
-        }
-    };
-    let explicit =
-        user.is_some() || port.is_some() || host.contains('.') || host.parse::<IpAddr>().is_ok();
-    let valid =
-        !host.is_empty() && !host.contains(char::is_whitespace) && user.as_deref() != Some("");
-    (explicit && valid).then_some((user, host, port))
+    let d = Destination::parse(text)
+        .ok()
+        .filter(Destination::is_explicit)?;
+    Some((d.user, d.host, d.port.map(i64::from)))
 }
 
 pub(super) fn unknown_host(text: &str, names: &[String], what: &str) -> String {

@@ -1,0 +1,79 @@
+//! `-o KEY=VALUE`: a host setting of the configuration file, or the OpenSSH option of the
+//! same meaning, as a TOML value.
+
+use toml::Value;
+
+/// The setting `-o KEY=VALUE` stands for.
+pub(super) fn option(o: &str) -> Result<(String, Value), String> {
+    let (k, v) = o
+        .split_once('=')
+        .or_else(|| o.split_once(char::is_whitespace))
+        .ok_or_else(|| format!("-o {o}: expected KEY=VALUE"))?;
+    let (k, v) = (k.trim(), v.trim());
+    let secs = |v: &str| {
+        let text = if v.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{v}s")
+        } else {
+            v.to_string()
+        };
+        Value::String(text)
+    };
+    let string = |v: &str| Value::String(v.to_string());
+    let (key, value) = match k.to_ascii_lowercase().as_str() {
+        "stricthostkeychecking" => {
+            let policy = match v.to_ascii_lowercase().as_str() {
+                "yes" => "strict",
+                "accept-new" => "accept-new",
+                other => {
+                    return Err(format!(
+                        "-o StrictHostKeyChecking={other}: warren always verifies host keys; use yes or accept-new"
+                    ));
+                }
+            };
+            ("host_key_policy", string(policy))
+        }
+        "userknownhostsfile" => ("known_hosts", list(v, ' ')),
+        "identityfile" => ("identity_files", list(v, ',')),
+        "certificatefile" => ("certificate_files", list(v, ',')),
+        "serveraliveinterval" => ("keepalive_interval", secs(v)),
+        "serveralivecountmax" => ("keepalive_count_max", number(v)),
+        "connecttimeout" => ("connect_timeout", secs(v)),
+        "proxycommand" => ("proxy_command", string(v)),
+        "hostname" => ("hostname", string(v)),
+        "user" => ("user", string(v)),
+        "port" => ("port", number(v)),
+        _ => {
+            let value = match k {
+                "identity_files"
+                | "certificate_files"
+                | "known_hosts"
+                | "host_key_fingerprints" => list(v, ','),
+                "port" | "keepalive_count_max" => number(v),
+                "agent" => match v {
+                    "true" | "yes" => Value::Boolean(true),
+                    "false" | "no" => Value::Boolean(false),
+                    other => string(other),
+                },
+                _ => string(v),
+            };
+            return Ok((k.to_string(), value));
+        }
+    };
+    Ok((key.to_string(), value))
+}
+
+/// A whole number, or the text as written (which validation then reports as the wrong type,
+/// naming the key).
+fn number(v: &str) -> Value {
+    v.parse()
+        .map_or_else(|_| Value::String(v.to_string()), Value::Integer)
+}
+
+fn list(v: &str, sep: char) -> Value {
+    Value::Array(
+        v.split(sep)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::String(s.trim().to_string()))
+            .collect(),
+    )
+}
