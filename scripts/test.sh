@@ -20,6 +20,7 @@ declare -A package_of=(
   [python3]=python3
   [systemd-analyze]=systemd
   [patch]=patch
+  [man]=man-db
 )
 missing=()
 for cmd in "${!package_of[@]}"; do

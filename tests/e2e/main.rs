@@ -6,6 +6,7 @@
 mod auth;
 mod config_files;
 mod connect;
+
 mod flow_control;
 mod harness;
 mod harness_selftest;

@@ -1,4 +1,5 @@
-//! The command line of SPEC section 1, as clap types, and the exit codes it promises.
+//! The command line, as clap types (warren(1) and the shell completions are generated from
+//! them), and the exit codes it promises.
 
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ pub mod exit {
     pub const CONFIG: u8 = 78;
 }
 
-/// warren: always-on SSH tunnels (local -L, remote -R and SOCKS -D forwards) from one TOML file,
+/// Always-on SSH tunnels (local -L, remote -R and SOCKS -D forwards) from one TOML file,
 /// one supervised SSH session per host.
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, propagate_version = true)]
@@ -43,6 +44,19 @@ pub enum Command {
     Reconnect(ReconnectArgs),
     /// Ad-hoc tunnels without a file, `ssh -N` style.
     Connect(ConnectArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Print the warren(1) manual page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+/// `warren completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// `-c FILE`.

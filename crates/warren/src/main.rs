@@ -30,6 +30,11 @@ fn main() -> ExitCode {
         Command::Reload(args) => {
             warren::commands::reload(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Command::Completions(args) => warren::commands::completions(&args, &mut std::io::stdout()),
+        Command::Man => match warren::commands::man_page(&mut std::io::stdout()) {
+            Ok(()) => warren::cli::exit::OK,
+            Err(_) => warren::cli::exit::FAILURE,
+        },
     };
     ExitCode::from(code)
 }
