@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # On a fresh Debian machine, run as root: it installs what the end-to-end tests need
-# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3 with paramiko, patch, and
-# systemd for `systemd-analyze verify` of the units), prepares /run/sshd, then runs
-# rustfmt, clippy with -D warnings and every test.
+# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3 with paramiko, patch,
+# man-db for the manual pages, and systemd for `systemd-analyze` of the units), prepares
+# /run/sshd, then checks that vendor/russh is russh 0.65.1 plus its patches and runs rustfmt,
+# clippy with -D warnings, russh's own library tests and every test of warren.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,4 +65,6 @@ set -x
 scripts/check-vendor.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# russh's own library tests, with warren's patches (its own workspace and lock file).
+CARGO_TARGET_DIR=target/vendor-russh cargo test --manifest-path vendor/russh/Cargo.toml --lib --locked
 cargo test --workspace --locked

@@ -1,7 +1,7 @@
 //! warren against a deliberately hostile SSH server (`hostile_server.py`, on paramiko): one
 //! that ignores the channel window and floods, and one that opens channels warren never
 //! asked for. Whatever the server sends, a channel holds at most its window, the session
-//! stays up and its other channels keep working (SPEC; vendor/README.md, patch 1).
+//! stays up and its other channels keep working (vendor/README.md, patch 1).
 
 use std::path::PathBuf;
 use std::process::Stdio;

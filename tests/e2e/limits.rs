@@ -1,4 +1,4 @@
-//! `max_connections` (SPEC 6.1): a forward holding its limit refuses the next connection (a
+//! `max_connections` (warren.toml(5)): a forward holding its limit refuses the next connection (a
 //! closed socket, a SOCKS failure reply, a refused channel), counts it, and nothing else of
 //! the daemon notices: its other forwards, its control socket and its session keep working.
 

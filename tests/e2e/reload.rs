@@ -1,4 +1,4 @@
-//! Reload by difference (SPEC section 3): what changed is applied, everything else — the
+//! Reload by difference (warren.toml(5), RELOAD): what changed is applied, everything else — the
 //! session, ingresses, open connections — is left alone; a broken file changes nothing; a
 //! forward added with an ingress that cannot be bound is reported and retried; systemd sees
 //! RELOADING=1 … READY=1 around it.

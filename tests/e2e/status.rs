@@ -1,4 +1,4 @@
-//! `warren status` over the control socket: every SPEC field, the allocated port of a port-0
+//! `warren status` over the control socket: every documented field, the allocated port of a port-0
 //! remote forward, the table for people, exit 69 without a daemon.
 
 use std::time::Duration;
@@ -288,7 +288,7 @@ async fn status_follows_a_host_through_up_backoff_and_up_again() {
 
 /// The shipped units pass `systemd-analyze verify` (with the binary path pointed at the
 /// built one, since verify checks that it exists) without a single warning, and carry what
-/// SPEC section 3 asks of them.
+/// the README promises of them.
 #[test]
 fn systemd_units_verify_cleanly() {
     let analyze = std::path::Path::new("/usr/bin/systemd-analyze");

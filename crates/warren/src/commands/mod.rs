@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use crate::cli::ConfigArg;
 use crate::config::Env;
 
-/// The config file to use: `-c`, `$WARREN_CONFIG` (via clap), else the default of SPEC section 1.
+/// The config file to use: `-c`, `$WARREN_CONFIG` (via clap), else the default of warren(1) FILES.
 pub fn config_path(arg: &ConfigArg, env: &Env) -> PathBuf {
     arg.config
         .clone()

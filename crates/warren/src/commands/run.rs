@@ -155,7 +155,7 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
     exit::OK
 }
 
-/// Re-reads the running file and applies the difference (SPEC section 3, reload), between
+/// Re-reads the running file and applies the difference (warren.toml(5), RELOAD), between
 /// `RELOADING=1` and `READY=1`. A file that does not validate changes nothing.
 async fn reload(daemon: &mut Daemon, env: Option<&Env>) -> ReloadOutcome {
     let Some(env) = env else {

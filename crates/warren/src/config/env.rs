@@ -59,7 +59,7 @@ impl Env {
         }
     }
 
-    /// The control socket when `[daemon] control_socket` is not set (SPEC section 1).
+    /// The control socket when `[daemon] control_socket` is not set (warren(1), FILES).
     pub fn default_control_socket(&self) -> PathBuf {
         if let Some(dir) = &self.runtime_directory {
             dir.join("warren.sock")
@@ -75,7 +75,7 @@ impl Env {
         }
     }
 
-    /// The config file when `-c` is not given and `$WARREN_CONFIG` is unset (SPEC section 1).
+    /// The config file when `-c` is not given and `$WARREN_CONFIG` is unset (warren(1), FILES).
     pub fn default_config_file(&self) -> PathBuf {
         if self.is_root {
             return PathBuf::from("/etc/warren/warren.toml");

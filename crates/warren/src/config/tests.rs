@@ -1,4 +1,4 @@
-//! Table tests of stage two: every validation rule and default of SPEC section 2.
+//! Table tests of stage two: every validation rule and default of warren.toml(5).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::hostkey::HostKeyError;
 
-/// The failure classes of SPEC section 3, shown in status.
+/// The failure classes shown in status (README, "Failure classes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureClass {
     /// Refused, unreachable, timeout, reset: retried with backoff.
