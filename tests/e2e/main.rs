@@ -24,3 +24,4 @@ mod remote_forward;
 mod socks;
 mod status;
 mod support;
+mod trust;
