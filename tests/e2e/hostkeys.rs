@@ -121,7 +121,7 @@ impl Setup {
 }
 
 /// A server with only an ed25519 host key.
-async fn ed25519_server() -> anyhow::Result<SshServer> {
+pub(crate) async fn ed25519_server() -> anyhow::Result<SshServer> {
     SshServer::builder()
         .host_keys(&[KeyKind::Ed25519])
         .start()
@@ -129,7 +129,7 @@ async fn ed25519_server() -> anyhow::Result<SshServer> {
 }
 
 /// `ssh-ed25519 BASE64` of a server's only host key.
-fn host_key(server: &SshServer) -> &str {
+pub(crate) fn host_key(server: &SshServer) -> &str {
     &server
         .host_key(KeyKind::Ed25519)
         .expect("the server has an ed25519 host key")

@@ -28,3 +28,4 @@ mod slow_peers;
 mod socks;
 mod status;
 mod support;
+mod trust;
