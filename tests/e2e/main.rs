@@ -6,7 +6,7 @@
 mod auth;
 mod config_files;
 mod connect;
-
+mod docs;
 mod flow_control;
 mod harness;
 mod harness_selftest;

@@ -65,7 +65,8 @@ fn trust_table(
 
 /// The status document of a daemon in this process, as `warren status --json` prints it.
 fn document(d: &TestDaemon) -> Value {
-    warren::control::status::document(d.daemon().hosts(), d.daemon().forwards())
+    let doc = warren::control::status::document(d.daemon().hosts(), d.daemon().forwards());
+    serde_json::to_value(doc).unwrap_or_default()
 }
 
 /// Host `name` in a status document.

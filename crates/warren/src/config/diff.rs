@@ -56,6 +56,15 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
             old.daemon.control_socket.display()
         ));
     }
+    if old.daemon.control_socket_group != new.daemon.control_socket_group {
+        let still = old
+            .daemon
+            .control_socket_group
+            .as_ref()
+            .map_or("none".to_string(), |g| g.name.clone());
+        plan.needs_restart
+            .push(format!("control_socket_group (still {still})"));
+    }
     plan
 }
 
@@ -170,5 +179,14 @@ mod tests {
         let plan = diff(&old, &new);
         assert!(plan.is_empty());
         assert_eq!(plan.needs_restart, ["control_socket (still /run/w.sock)"]);
+        new.daemon.control_socket = old.daemon.control_socket.clone();
+        new.daemon.control_socket_group = Some(crate::config::SocketGroup {
+            name: "ops".into(),
+            gid: 1000,
+        });
+        assert_eq!(
+            diff(&old, &new).needs_restart,
+            ["control_socket_group (still none)"]
+        );
     }
 }

@@ -53,6 +53,14 @@ pub enum OpenError {
     /// The daemon is stopping.
     #[error("shutting down")]
     Cancelled,
+    /// A jump hop is down, for this reason (an inner host's attempt outlived its wait).
+    #[error("{host} is down: {why}")]
+    Down {
+        /// The hop's name.
+        host: String,
+        /// Its last error.
+        why: String,
+    },
     /// The server refused the channel (for example its connect to the egress failed).
     #[error("the server refused the channel: {0}")]
     Refused(russh::Error),

@@ -16,7 +16,7 @@ use super::backoff::Backoff;
 use super::connect::{establish, ssh_client_config};
 use super::error::{FailureClass, SessionError};
 use super::handle::{Command, HostHandle};
-use super::live::{Established, Session};
+use super::live::{Established, OpenError, Session};
 use super::router::SharedRouter;
 use super::state::{HostState, HostStatus, LastError};
 use crate::config::HostConfig;
@@ -128,7 +128,7 @@ impl Supervisor {
             let result = loop {
                 tokio::select! {
                     () = self.cancel.cancelled() => return,
-                    r = &mut attempt => break Some(r.unwrap_or(Err(SessionError::Timeout(cfg.connect_timeout)))),
+                    r = &mut attempt => break Some(r.unwrap_or_else(|_| Err(self.timed_out(&cfg)))),
                     cmd = self.commands.recv() => match self.apply(cmd) {
                         Asked::Stop => return,
                         // New settings: this attempt is for the old ones.
@@ -242,6 +242,24 @@ impl Supervisor {
                 Asked::Stop => Wake::Cancelled,
                 Asked::Reconnect | Asked::Reconfigured => Wake::Now,
             },
+        }
+    }
+
+    /// Why an attempt ran out of `connect_timeout`: the hop it goes through, when that is
+    /// down (its own error says why, so the inner host's status names it), else the timeout.
+    fn timed_out(&self, cfg: &HostConfig) -> SessionError {
+        match &self.upstream {
+            Some(hop) if hop.status().state != HostState::Up => SessionError::Hop {
+                hop: hop.config().name.clone(),
+                source: Box::new(OpenError::Down {
+                    host: hop.config().name.clone(),
+                    why: hop
+                        .status()
+                        .last_error
+                        .map_or_else(|| "no session yet".to_string(), |e| e.message),
+                }),
+            },
+            _ => SessionError::Timeout(cfg.connect_timeout),
         }
     }
 

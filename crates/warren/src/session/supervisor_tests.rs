@@ -230,3 +230,42 @@ async fn a_reconnect_request_skips_the_backoff() {
         "the next attempt starts at once, not after 15-30 s"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_through_a_hop_that_is_down_says_why_the_hop_is_down() {
+    let tracker = TaskTracker::new();
+    let (started, _) = watch::channel(Vec::new());
+    let hop = HostHandle::spawn_with(
+        Arc::new(Script {
+            outcomes: Mutex::new(vec![Outcome::Fail(auth)].into()),
+            started,
+        }),
+        host("connect_timeout = \"2s\"\n"),
+        None,
+        &tracker,
+        CancellationToken::new(),
+    );
+    // The inner host's attempts wait for the hop's session, which never comes.
+    let (started, _) = watch::channel(Vec::new());
+    let inner = HostHandle::spawn_with(
+        Arc::new(Script {
+            outcomes: Mutex::new(VecDeque::new()),
+            started,
+        }),
+        host("connect_timeout = \"2s\"\n"),
+        Some(hop),
+        &tracker,
+        CancellationToken::new(),
+    );
+    let mut status = inner.watch_status();
+    let s = status
+        .wait_for(|s| s.last_error.is_some())
+        .await
+        .unwrap()
+        .clone();
+    let message = s.last_error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        message.starts_with("via jump host h: h is down: authentication failed"),
+        "{message}"
+    );
+}
