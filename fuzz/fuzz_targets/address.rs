@@ -2,7 +2,7 @@
 //! their three roles: local ingress, egress, remote ingress.
 //!
 //! Properties: nothing panics; an accepted address is written (`Display`) in a form that
-//! parses to the same address; a local ingress or an egress never has port 0.
+//! parses to the same address; an egress never has port 0 (an ingress may: the kernel picks).
 
 #![no_main]
 
@@ -28,9 +28,6 @@ fuzz_target!(|data: &[u8]| {
             Ok(b.clone()),
             "{text:?}"
         );
-        if let BindAddr::Tcp(a) = b {
-            assert_ne!(a.port(), 0, "{text:?}");
-        }
     }
     if let Ok(e) = parse_egress(text, &expand) {
         assert_eq!(

@@ -162,12 +162,23 @@ pub struct ConnectArgs {
     /// A host setting of the config file, for example `-o keepalive_interval=5s` (repeatable).
     #[arg(short = 'o', value_name = "KEY=VALUE")]
     pub options: Vec<String>,
-    /// [USER@]HOST[:PORT]
+    /// Announce the forwards as JSON objects, one per line (default: `-L LISTEN -> CONNECT`).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit (0) once no connection has been open for this long after the first one, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub exit_when_idle: Option<std::time::Duration>,
+    /// [USER@]HOST[:PORT], or ssh://[USER@]HOST[:PORT]
     #[arg(value_name = "DESTINATION")]
     pub destination: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+}
+
+/// A duration argument, as the configuration file writes them (`500ms`, `30s`, `1m30s`).
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text)
 }
 
 impl Cli {

@@ -1,6 +1,8 @@
 //! `warren run`: the daemon in the foreground until SIGTERM or SIGINT; SIGHUP and
 //! `warren reload` re-read the file and apply the difference.
 
+use std::time::Duration;
+
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -26,13 +28,25 @@ pub fn run(args: &RunArgs, env: &Env) -> u8 {
             return exit::CONFIG;
         }
     };
-    serve_blocking(config, Some(env.clone()))
+    serve_blocking(config, Mode::File(env.clone()))
+}
+
+/// How the daemon was started.
+pub enum Mode {
+    /// `warren run` from a file, re-read in this environment on reload; it also answers on
+    /// the control socket.
+    File(Env),
+    /// `warren connect`: no file, no control socket; it announces its forwards on stdout.
+    Connect {
+        /// One JSON object per forward instead of a line of text.
+        json: bool,
+        /// End once no connection has been open for this long after the first one.
+        exit_when_idle: Option<Duration>,
+    },
 }
 
 /// Runs the daemon for `config` on a new runtime until a stop signal; the exit code.
-/// `file_env`: for a daemon run from a file, the environment to re-read it in on reload; it
-/// also answers on the control socket. Ad-hoc `connect` has neither.
-pub fn serve_blocking(config: Config, file_env: Option<Env>) -> u8 {
+pub fn serve_blocking(config: Config, mode: Mode) -> u8 {
     raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -46,7 +60,7 @@ pub fn serve_blocking(config: Config, file_env: Option<Env>) -> u8 {
             return exit::FAILURE;
         }
     };
-    runtime.block_on(serve(config, file_env))
+    runtime.block_on(serve(config, mode))
 }
 
 /// Raises the soft limit on open files to the hard limit: every forwarded connection costs
@@ -64,7 +78,11 @@ fn raise_open_files_limit() {
     }
 }
 
-async fn serve(config: Config, file_env: Option<Env>) -> u8 {
+async fn serve(config: Config, mode: Mode) -> u8 {
+    let file_env = match &mode {
+        Mode::File(env) => Some(env.clone()),
+        Mode::Connect { .. } => None,
+    };
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -117,6 +135,24 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
         forwards = daemon.forwards().len(),
         "ready"
     );
+    let mut idle: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(std::future::pending());
+    if let Mode::Connect {
+        json,
+        exit_when_idle,
+    } = mode
+    {
+        let state = daemon.watch_control_state();
+        tokio::spawn(async move {
+            super::connect::announce(state, json, &mut std::io::stdout()).await;
+        });
+        if let Some(after) = exit_when_idle {
+            idle = Box::pin(super::connect::idle_for(
+                daemon.watch_control_state(),
+                after,
+            ));
+        }
+    }
     // WATCHDOG=1 from this loop (it stops if the loop stalls), and a one-line STATUS=
     // whenever the summary changes.
     let mut watchdog = systemd::Watchdog::from_env();
@@ -126,6 +162,7 @@ async fn serve(config: Config, file_env: Option<Env>) -> u8 {
         tokio::select! {
             _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break }
             _ = int.recv() => { info!(signal = "SIGINT", "stopping"); break }
+            () = &mut idle => { info!("no connection open for --exit-when-idle; stopping"); break }
             _ = hup.recv() => {
                 info!(signal = "SIGHUP", "reloading");
                 let _ = reload(&mut daemon, file_env.as_ref()).await;

@@ -119,7 +119,8 @@ fn parse_port(port: &str, text: &str) -> Result<u16, String> {
         .map_err(|_| format!("\"{text}\": port {port} is outside 0-65535"))
 }
 
-/// Parses the ingress of a local or dynamic forward: a bare port means `127.0.0.1:PORT`.
+/// Parses the ingress of a local or dynamic forward: a bare port means `127.0.0.1:PORT`;
+/// port 0 lets the kernel pick a free one (the bound address is shown in status).
 pub fn parse_bind(text: &str, expand: &dyn Fn(&str) -> PathBuf) -> Result<BindAddr, String> {
     let addr = match parse(text, expand)? {
         Parsed::Path(path) => return Ok(BindAddr::Unix(path)),
@@ -137,11 +138,6 @@ pub fn parse_bind(text: &str, expand: &dyn Fn(&str) -> PathBuf) -> Result<BindAd
             SocketAddr::new(ip, port)
         }
     };
-    if addr.port() == 0 {
-        return Err(format!(
-            "\"{text}\": port 0 is allowed only for a remote ingress"
-        ));
-    }
     Ok(BindAddr::Tcp(addr))
 }
 
@@ -150,7 +146,7 @@ pub fn parse_egress(text: &str, expand: &dyn Fn(&str) -> PathBuf) -> Result<Endp
     let endpoint = endpoint(parse(text, expand)?, "localhost");
     if let Endpoint::Tcp { port: 0, .. } = endpoint {
         return Err(format!(
-            "\"{text}\": port 0 is allowed only for a remote ingress"
+            "\"{text}\": port 0 is not a port to connect to (it means \"any\" only for a listener)"
         ));
     }
     Ok(endpoint)
@@ -218,7 +214,11 @@ mod tests {
     #[test]
     fn bind_refusals() {
         let e = |s| parse_bind(s, &expand).unwrap_err();
-        assert!(e("0").contains("port 0 is allowed only for a remote ingress"));
+        assert_eq!(
+            parse_bind("0", &|p| PathBuf::from(p)),
+            Ok(BindAddr::Tcp("127.0.0.1:0".parse().unwrap())),
+            "port 0: the kernel picks"
+        );
         assert!(e("db.example.com:5432").contains("binds an IP address"));
         assert!(e("70000").contains("outside 0-65535"));
         assert!(e("::1:80").contains("brackets"));

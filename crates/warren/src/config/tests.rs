@@ -326,14 +326,23 @@ fn ports_out_of_range_and_port_zero() {
         )
     };
     assert!(one_problem(&fwd("local", "65536", "1")).contains("port 65536 is outside 0-65535"));
-    assert!(
-        one_problem(&fwd("local", "0", "1"))
-            .contains("port 0 is allowed only for a remote ingress")
+    // Port 0 on any ingress: the kernel (or the server) picks a free port.
+    let c = ok(&format!(
+        "{}[[forward]]\nhost = \"db\"\ntype = \"local\"\nlisten = \"0\"\nconnect = \"2\"\n\
+         [[forward]]\nhost = \"db\"\ntype = \"dynamic\"\nlisten = \"127.0.0.1:0\"\n",
+        fwd("local", "0", "1")
+    ));
+    let names: Vec<&str> = c.forwards.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "db:local:127.0.0.1:0",
+            "db:local:127.0.0.1:0#2",
+            "db:dynamic:127.0.0.1:0"
+        ],
+        "several unnamed ingresses on port 0 get numbered names"
     );
-    assert!(
-        one_problem(&fwd("local", "1", "0"))
-            .contains("port 0 is allowed only for a remote ingress")
-    );
+    assert!(one_problem(&fwd("local", "1", "0")).contains("port 0 is not a port to connect to"));
     assert!(one_problem(&fwd("remote", "0", "0")).contains("7:11: `connect`:"));
     assert!(one_problem(&fwd("remote", "99999", "1")).contains("outside 0-65535"));
     assert!(one_problem("[hosts.db]\nport = 0\n").contains("`port` 0 is outside 1-65535"));
@@ -436,7 +445,6 @@ connect = "3"
             "23:10: `listen` /tmp/s is already the ingress of forward `db:local:/tmp/s`",
             "33:10: `listen` 127.0.0.1:9000 on host `db` is already the ingress of forward `db:remote:127.0.0.1:9000`",
             "48:8: forward name `z2` is already used by forward #8",
-            "61:10: forward name `db:remote:127.0.0.1:0` is already used by forward #10; give each forward its own `name`",
         ]
     );
 }

@@ -2,8 +2,11 @@
 //! configuration (a TOML document built with the `toml` crate), validated and run by exactly
 //! the code of `warren run`.
 
+mod announce;
 mod options;
 mod specs;
+
+pub(super) use announce::{announce, idle_for};
 
 use std::path::Path;
 
@@ -36,7 +39,13 @@ pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
             return exit::USAGE;
         }
     };
-    super::run::serve_blocking(config, None)
+    super::run::serve_blocking(
+        config,
+        super::run::Mode::Connect {
+            json: args.json,
+            exit_when_idle: args.exit_when_idle,
+        },
+    )
 }
 
 /// Translates the command line into configuration text.

@@ -267,12 +267,34 @@ pub(super) fn check_unique_forwards(
 fn binds_clash(a: &BindAddr, b: &BindAddr) -> bool {
     match (a, b) {
         (BindAddr::Unix(x), BindAddr::Unix(y)) => x == y,
+        // Port 0: each gets its own free port.
         (BindAddr::Tcp(x), BindAddr::Tcp(y)) => {
-            x.port() == y.port()
+            x.port() != 0
+                && x.port() == y.port()
                 && (x.ip() == y.ip()
                     || (x.is_ipv4() == y.is_ipv4()
                         && (x.ip().is_unspecified() || y.ip().is_unspecified())))
         }
         _ => false,
+    }
+}
+
+/// Gives the second and later forwards with the same generated name (`HOST:TYPE:LISTEN`,
+/// several ingresses on port 0) the suffix `#2`, `#3`...: named by the file, a name is
+/// unique; generated, it is made so.
+pub(super) fn number_generated_names(
+    raw: &[Spanned<RawForward>],
+    fwds: &mut [(usize, ForwardConfig)],
+) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, f) in fwds.iter_mut() {
+        if raw[*i].get_ref().name.is_some() {
+            continue;
+        }
+        let n = seen.entry(f.name.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            f.name = format!("{}#{n}", f.name);
+        }
     }
 }

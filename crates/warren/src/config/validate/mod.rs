@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use self::forwards::{check_unique_forwards, forward};
+use self::forwards::{check_unique_forwards, forward, number_generated_names};
 use self::hosts::{check_host_name, host_config, refuse_host_only_keys};
 use self::routes::{find_jump_cycles, route_via};
 use self::ssh_overlay::overlay_ssh_config;
@@ -124,12 +124,13 @@ pub(in crate::config) fn validate(
     }
     find_jump_cycles(&raw, &mut cx);
 
-    let forwards: Vec<(usize, ForwardConfig)> = raw
+    let mut forwards: Vec<(usize, ForwardConfig)> = raw
         .forwards
         .iter()
         .enumerate()
         .filter_map(|(i, f)| forward(f, &names, &mut cx).map(|fwd| (i, fwd)))
         .collect();
+    number_generated_names(&raw.forwards, &mut forwards);
     check_unique_forwards(&raw.forwards, &forwards, &mut cx);
     let forwards = forwards.into_iter().map(|(_, f)| f).collect();
 

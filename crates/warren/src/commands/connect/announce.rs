@@ -1,0 +1,104 @@
+//! What `warren connect` tells a script: once every ingress is bound and every remote
+//! listener confirmed, one line per forward on stdout (`-L 127.0.0.1:41873 -> db:5555`, or one
+//! JSON object with `--json`), flushed, so that `read` or `subprocess` can wait for it
+//! instead of sleeping; and, with `--exit-when-idle`, the end once no connection has been open
+//! for that long after the first one.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::ForwardSpec;
+use crate::control::ControlState;
+use crate::forward::ForwardRuntime;
+
+/// How often the forwards are looked at (their own state has no watch of its own).
+const POLL: Duration = Duration::from_millis(20);
+
+/// One forward, as announced with `--json`.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    forward: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    /// The address as bound (the real port for port 0).
+    listen: String,
+    connect: Option<String>,
+}
+
+/// Where `f` listens now: its bound ingress, or the listener the server confirmed.
+fn listening(f: &ForwardRuntime) -> Option<String> {
+    match &f.config.spec {
+        ForwardSpec::Remote { .. } => f.status().remote_listen.map(|l| l.to_string()),
+        _ => f.bound.as_ref().map(ToString::to_string),
+    }
+}
+
+/// Waits until every forward listens, then prints them to `out` and flushes.
+pub async fn announce(
+    state: watch::Receiver<ControlState>,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) {
+    let forwards = loop {
+        let forwards = state.borrow().forwards.clone();
+        if forwards.iter().all(|f| listening(f).is_some()) {
+            break forwards;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    for f in &forwards {
+        let listen = listening(f).unwrap_or_default();
+        let connect = match &f.config.spec {
+            ForwardSpec::Dynamic { .. } => None,
+            spec => Some(spec.connect_text()),
+        };
+        let flag = match &f.config.spec {
+            ForwardSpec::Local { .. } => "-L",
+            ForwardSpec::Remote { .. } => "-R",
+            ForwardSpec::Dynamic { .. } => "-D",
+        };
+        let text = if json {
+            let line = Line {
+                forward: &f.config.name,
+                kind: f.config.spec.kind_name(),
+                listen,
+                connect,
+            };
+            serde_json::to_string(&line).unwrap_or_default()
+        } else {
+            match connect {
+                Some(c) => format!("{flag} {listen} -> {c}"),
+                None => format!("{flag} {listen}"),
+            }
+        };
+        let _ = writeln!(out, "{text}");
+    }
+    let _ = out.flush();
+}
+
+/// Resolves once connections have been made and none has been open for `idle`.
+pub async fn idle_for(state: watch::Receiver<ControlState>, idle: Duration) {
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let (total, active) = state.borrow().forwards.iter().fold((0, 0), |(t, a), f| {
+            (
+                t + f.counters.total.load(Ordering::Relaxed),
+                a + f.counters.active.load(Ordering::Relaxed),
+            )
+        });
+        if total > 0 && active == 0 {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= idle {
+                return;
+            }
+        } else {
+            quiet_since = None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
