@@ -2,6 +2,7 @@
 //! and the environment that fills in defaults.
 
 mod address;
+pub mod algorithms;
 mod destination;
 mod diag;
 mod diff;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use address::{BindAddr, Endpoint, parse_bind, parse_egress, parse_remote_bind};
+pub use algorithms::Algorithms;
 pub use destination::Destination;
 pub use diag::{ConfigError, Diagnostic, Problem, line_column};
 pub use diff::{Plan, diff};
@@ -123,6 +125,11 @@ pub struct HostConfig {
     pub reconnect_min: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
+    /// The algorithms offered.
+    pub algorithms: Algorithms,
+    /// `host_key_algorithms` was set: its certificate algorithms are offered as written
+    /// (else only when a known_hosts file names a certificate authority).
+    pub host_key_algorithms_set: bool,
 }
 
 /// One `[[forward]]`.

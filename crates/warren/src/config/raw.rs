@@ -76,6 +76,40 @@ pub struct RawHost {
     pub keepalive_count_max: Option<Spanned<i64>>,
     pub reconnect_min: Option<Str>,
     pub reconnect_max: Option<Str>,
+    pub kex_algorithms: Option<Spanned<AlgoSpec>>,
+    pub host_key_algorithms: Option<Spanned<AlgoSpec>>,
+    pub ciphers: Option<Spanned<AlgoSpec>>,
+    pub macs: Option<Spanned<AlgoSpec>>,
+}
+
+/// An algorithm list as written: `"a,b"`, `"+a"`, or `["a", "b"]` (joined with commas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgoSpec(pub String);
+
+impl<'de> Deserialize<'de> for AlgoSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AlgoSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an algorithm list: a string such as \"+ssh-rsa\" or a list of names")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AlgoSpec(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut names: Vec<String> = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(AlgoSpec(names.join(",")))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl RawHost {
@@ -108,7 +142,11 @@ impl RawHost {
             keepalive_interval,
             keepalive_count_max,
             reconnect_min,
-            reconnect_max
+            reconnect_max,
+            kex_algorithms,
+            host_key_algorithms,
+            ciphers,
+            macs
         )
     }
 }

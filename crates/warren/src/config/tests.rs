@@ -851,3 +851,34 @@ fn socket_modes_and_the_control_socket_group() {
         "2:24: `control_socket_group` \"no-such-group-here\": no such group"
     );
 }
+
+#[test]
+fn algorithm_lists_take_openssh_syntax_from_the_file_and_from_defaults() {
+    let c = ok(&format!(
+        "[defaults]\nmacs = \"-hmac-sha2-512*\"\n{HOST}ciphers = [\"chacha20-poly1305@openssh.com\"]\n\
+         host_key_algorithms = \"+ssh-rsa\"\nkex_algorithms = \"^curve25519-sha256\"\n"
+    ));
+    let a = &c.hosts["db"].algorithms;
+    assert_eq!(a.cipher, ["chacha20-poly1305@openssh.com"]);
+    assert_eq!(a.host_key.last(), Some(&"ssh-rsa"));
+    assert!(c.hosts["db"].host_key_algorithms_set);
+    assert_eq!(a.kex[0], "curve25519-sha256");
+    assert_eq!(a.mac, ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"]);
+    let plain = ok(HOST);
+    assert_eq!(
+        plain.hosts["db"].algorithms,
+        crate::config::Algorithms::default()
+    );
+    assert!(!plain.hosts["db"].host_key_algorithms_set);
+    // A typo is reported at its value, naming what is supported.
+    let p = one_problem(&format!(
+        "{HOST}ciphers = \"aes128-ctr,aes128-gmc@openssh.com\"\n"
+    ));
+    assert!(
+        p.starts_with(
+            "3:11: `ciphers`: unknown or unsupported cipher \"aes128-gmc@openssh.com\"; supported: "
+        ),
+        "{p}"
+    );
+    assert!(one_problem(&format!("{HOST}macs = 5\n")).contains("algorithm list"));
+}

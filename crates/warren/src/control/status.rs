@@ -39,6 +39,16 @@ pub struct HostDoc {
     pub last_error: Option<ErrorDoc>,
     /// Sessions lost or replaced so far.
     pub reconnects: u64,
+    /// The current session's key exchange method (null while no session is up).
+    pub kex: Option<String>,
+    /// Its cipher.
+    pub cipher: Option<String>,
+    /// Its MAC (`implicit` with an AEAD cipher).
+    pub mac: Option<String>,
+    /// The server's host key: `ALGORITHM SHA256:...`.
+    pub host_key: Option<String>,
+    /// The server's identification string.
+    pub server_version: Option<String>,
 }
 
 /// An error with its class.
@@ -101,6 +111,11 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
                     message: e.message.clone(),
                 }),
                 reconnects: s.reconnects,
+                kex: s.session.as_ref().map(|i| i.kex.clone()),
+                cipher: s.session.as_ref().map(|i| i.cipher.clone()),
+                mac: s.session.as_ref().map(|i| i.mac.clone()),
+                host_key: s.session.as_ref().map(|i| i.host_key.clone()),
+                server_version: s.session.as_ref().map(|i| i.server_version.clone()),
             }
         })
         .collect();

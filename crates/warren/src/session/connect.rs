@@ -1,11 +1,8 @@
 //! One attempt at a session: transport, SSH handshake with host key check, authentication.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use russh::client;
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
-use russh::{Preferred, cipher};
 use tokio::sync::oneshot;
 
 use super::auth;
@@ -13,20 +10,10 @@ use super::error::SessionError;
 use super::handler::ClientHandler;
 use super::live::{Established, Session};
 use super::router::SharedRouter;
+use super::state::SessionInfo;
 use super::transport;
 use crate::config::{HostConfig, HostKeyPolicy};
 use crate::hostkey::{Fingerprint, HostKeyCheck, Policy};
-
-/// Ciphers, AES-GCM first: with AES instructions it is several times faster than
-/// chacha20-poly1305 (russh's default first choice).
-const CIPHERS: &[cipher::Name] = &[
-    cipher::AES_128_GCM,
-    cipher::AES_256_GCM,
-    cipher::CHACHA20_POLY1305,
-    cipher::AES_256_CTR,
-    cipher::AES_192_CTR,
-    cipher::AES_128_CTR,
-];
 
 /// The receive window of each channel: what the server may send before warren has passed
 /// it on. Throughput over a link is at most window / round-trip time: with OpenSSH's 2 MiB,
@@ -41,39 +28,16 @@ const WINDOW: u32 = 8 * 1024 * 1024;
 /// russh reads packets of up to 256 KiB.
 const MAX_PACKET: u32 = 128 * 1024;
 
-/// Host certificate kinds asked for when a certificate authority is configured.
-const HOST_CERT_ALGORITHMS: &[Algorithm] = &[
-    Algorithm::Ed25519,
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP256,
-    },
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP384,
-    },
-    Algorithm::Ecdsa {
-        curve: EcdsaCurve::NistP521,
-    },
-    Algorithm::Rsa {
-        hash: Some(HashAlg::Sha512),
-    },
-    Algorithm::Rsa {
-        hash: Some(HashAlg::Sha256),
-    },
-];
-
 /// The russh settings for `host`: keepalives with replies required, and an inactivity
 /// timeout of the same length so that a write stalled on a dead peer also ends the session.
-/// Reads the known_hosts files (on a blocking thread) to know whether to ask for host
-/// certificates.
+/// Host certificates are asked for when `host_key_algorithms` says so, else when a
+/// known_hosts file names a certificate authority (read on a blocking thread).
 pub async fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
-    let files = host.known_hosts.clone();
-    let wants_certificates = tokio::task::spawn_blocking(move || wants_host_certificates(&files))
-        .await
-        .unwrap_or(false);
-    let certificates: &[Algorithm] = if wants_certificates {
-        HOST_CERT_ALGORITHMS
-    } else {
-        &[]
+    let certificates = host.host_key_algorithms_set || {
+        let files = host.known_hosts.clone();
+        tokio::task::spawn_blocking(move || wants_host_certificates(&files))
+            .await
+            .unwrap_or(false)
     };
     let dead_after = host
         .keepalive_interval
@@ -85,11 +49,7 @@ pub async fn ssh_client_config(host: &HostConfig) -> Arc<client::Config> {
         nodelay: true,
         window_size: WINDOW,
         maximum_packet_size: MAX_PACKET,
-        preferred: Preferred {
-            cipher: Cow::Borrowed(CIPHERS),
-            host_key_certificates: Cow::Borrowed(certificates),
-            ..Preferred::default()
-        },
+        preferred: super::algorithms::preferred(&host.algorithms, certificates),
         ..client::Config::default()
     })
 }
@@ -140,12 +100,18 @@ pub async fn establish(
 ) -> Result<Established, SessionError> {
     let (alive, dead) = oneshot::channel();
     let check = host_key_check(host);
-    let handler = ClientHandler::new(check, host, router, alive);
+    let negotiated = Arc::new(std::sync::Mutex::new(SessionInfo::default()));
+    let handler = ClientHandler::new(check, host, router, negotiated.clone(), alive);
     let stream = transport::open(host, upstream).await?;
     let mut handle = client::connect_stream(config, stream, handler).await?;
     auth::authenticate(&mut handle, host).await?;
+    let info = negotiated
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     Ok(Established {
         session: Session::new(handle),
+        info,
         dead,
     })
 }

@@ -71,6 +71,7 @@ impl HostHandle {
             session: session_tx,
             commands: cmd_rx,
             cancel: cancel.clone(),
+            warned_not_post_quantum: false,
         };
         let span = info_span!("host", host = %config.name);
         tracker.spawn(sup.run().instrument(span));

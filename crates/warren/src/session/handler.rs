@@ -3,6 +3,8 @@
 //! server opens, and the signal that the session task has ended (its drop, which russh does
 //! even when it skips `disconnected`).
 
+use std::sync::{Arc, Mutex};
+
 use russh::client::{ChannelOpenHandle, Handler, Msg, Session};
 use russh::keys::PublicKeyOrCertificate;
 use russh::{Channel, ChannelOpenFailure};
@@ -10,8 +12,9 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::router::{Incoming, RouteKey, SharedRouter, Unrouted};
+use super::state::SessionInfo;
 use crate::config::HostConfig;
-use crate::hostkey::{self, Accepted, HostKeyCheck, HostKeyError};
+use crate::hostkey::{self, Accepted, Fingerprint, HostKeyCheck, HostKeyError};
 
 /// Errors a handler callback can end the session with.
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub struct ClientHandler {
     hostname: String,
     port: u16,
     router: SharedRouter,
+    /// What the key exchange negotiated, for status; read once the session is up.
+    negotiated: Arc<Mutex<SessionInfo>>,
     /// A channel the server opened unasked was refused (and logged) in this session.
     refused_logged: bool,
     /// A channel was rejected for a saturated remote forward (and logged) in this session.
@@ -61,6 +66,7 @@ impl ClientHandler {
         check: HostKeyCheck,
         host: &HostConfig,
         router: SharedRouter,
+        negotiated: Arc<Mutex<SessionInfo>>,
         alive: oneshot::Sender<()>,
     ) -> Self {
         Self {
@@ -69,6 +75,7 @@ impl ClientHandler {
             hostname: host.hostname.clone(),
             port: host.port,
             router,
+            negotiated,
             refused_logged: false,
             saturated_logged: false,
             _alive: alive,
@@ -95,6 +102,17 @@ impl Handler for ClientHandler {
                 PublicKeyOrCertificate::Certificate(cert.clone())
             }
         };
+        let shown = match &key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                format!("{} {}", key.algorithm(), Fingerprint::of(key.key_data()))
+            }
+            PublicKeyOrCertificate::Certificate(cert) => format!(
+                "{} {}",
+                cert.algorithm().to_certificate_type(),
+                Fingerprint::of(cert.public_key())
+            ),
+        };
+        self.info().host_key = shown;
         let (check, hostname, port) = (self.check.clone(), self.hostname.clone(), self.port);
         let verdict =
             tokio::task::spawn_blocking(move || hostkey::verify(&check, &hostname, port, &key))
@@ -147,6 +165,28 @@ impl Handler for ClientHandler {
             originator,
         )
         .await;
+        Ok(())
+    }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let mut info = self.info();
+        info.kex = names.kex.as_ref().to_string();
+        info.cipher = names.cipher.as_ref().to_string();
+        info.mac = if names.cipher.as_ref().contains("gcm")
+            || names.cipher.as_ref().contains("poly1305")
+        {
+            "implicit".into()
+        } else {
+            names.client_mac.as_ref().to_string()
+        };
+        info.server_version = String::from_utf8_lossy(session.remote_sshid())
+            .trim()
+            .to_string();
         Ok(())
     }
 
@@ -213,6 +253,12 @@ impl Handler for ClientHandler {
 }
 
 impl ClientHandler {
+    fn info(&self) -> std::sync::MutexGuard<'_, SessionInfo> {
+        self.negotiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Hands a `forwarded-*` channel to the remote forward whose listener it came from,
     /// without waiting (this runs inside the session loop). One for a listener warren never
     /// requested is refused; one for a forward with too many channels waiting is rejected

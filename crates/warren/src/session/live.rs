@@ -20,6 +20,8 @@ pub const OPEN_ATTEMPTS: u32 = 3;
 pub struct Established {
     /// The session.
     pub session: Session,
+    /// What it negotiated (filled by the handler during the key exchange).
+    pub info: super::state::SessionInfo,
     /// Resolves (with an error) when russh's session task has ended.
     pub dead: oneshot::Receiver<()>,
 }

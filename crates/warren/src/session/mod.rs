@@ -1,6 +1,7 @@
 //! One supervised SSH session per host: establishing it (transport, handshake, host key,
 //! authentication), keeping it, replacing it, and opening channels on it for forwards.
 
+mod algorithms;
 mod auth;
 mod backoff;
 mod chain;

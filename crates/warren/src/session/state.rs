@@ -60,6 +60,31 @@ pub struct HostStatus {
     pub last_error: Option<LastError>,
     /// Sessions lost or replaced so far.
     pub reconnects: u64,
+    /// What the current session negotiated, while one is up.
+    pub session: Option<SessionInfo>,
+}
+
+/// What a session negotiated with its server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Key exchange method.
+    pub kex: String,
+    /// Cipher (client to server).
+    pub cipher: String,
+    /// MAC (client to server); `implicit` with an AEAD cipher.
+    pub mac: String,
+    /// The server's host key: `ALGORITHM SHA256:...`.
+    pub host_key: String,
+    /// The server's identification string (`SSH-2.0-OpenSSH_10.2`).
+    pub server_version: String,
+}
+
+impl SessionInfo {
+    /// Whether the key exchange resists a future quantum computer (ML-KEM or NTRU Prime
+    /// hybrids), as OpenSSH 10.1 warns when it does not.
+    pub fn post_quantum(&self) -> bool {
+        self.kex.starts_with("mlkem") || self.kex.starts_with("sntrup")
+    }
 }
 
 impl HostStatus {
@@ -70,6 +95,7 @@ impl HostStatus {
             since: SystemTime::now(),
             last_error: None,
             reconnects: 0,
+            session: None,
         }
     }
 
@@ -84,8 +110,11 @@ impl HostStatus {
         self.state = state;
         if is_up {
             self.last_error = None;
-        } else if error.is_some() {
-            self.last_error = error;
+        } else {
+            self.session = None;
+            if error.is_some() {
+                self.last_error = error;
+            }
         }
     }
 }

@@ -71,6 +71,8 @@ pub(super) struct Supervisor {
     pub(super) session: watch::Sender<Option<Arc<Session>>>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) cancel: CancellationToken,
+    /// A session without a post-quantum key exchange was logged once already.
+    pub(super) warned_not_post_quantum: bool,
 }
 
 /// How a held session ended.
@@ -201,7 +203,11 @@ impl Supervisor {
 
     /// Publishes the session and holds it until it dies or is dropped; `None` on shutdown.
     async fn hold(&mut self, est: Established) -> Ended {
-        let Established { session, dead } = est;
+        let Established {
+            session,
+            info,
+            dead,
+        } = est;
         let session = Arc::new(session);
         // A reconnect asked for while this session was being set up is this session; new
         // settings are not.
@@ -214,7 +220,13 @@ impl Supervisor {
             return Ended::Requested;
         }
         self.session.send_replace(Some(session.clone()));
-        self.set_state(HostState::Up, None);
+        if !info.post_quantum() && !std::mem::replace(&mut self.warned_not_post_quantum, true) {
+            info!(kex = %info.kex, "the key exchange is not post-quantum: a future quantum computer could decrypt this session (the server offers no ML-KEM hybrid)");
+        }
+        self.status.send_modify(|s| {
+            s.enter(HostState::Up, None);
+            s.session = Some(info);
+        });
         info!("session up");
         let ended = tokio::select! {
             () = self.cancel.cancelled() => Ended::Stopped,

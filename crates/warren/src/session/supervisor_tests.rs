@@ -65,6 +65,7 @@ impl Connector for Script {
                     });
                     Ok(Established {
                         session: Session::fake(),
+                        info: crate::session::state::SessionInfo::default(),
                         dead,
                     })
                 }

@@ -42,6 +42,10 @@ pub(super) fn option(o: &str) -> Result<(String, Value), String> {
         "hostname" => ("hostname", string(v)),
         "user" => ("user", string(v)),
         "port" => ("port", number(v)),
+        "kexalgorithms" => ("kex_algorithms", string(v)),
+        "hostkeyalgorithms" => ("host_key_algorithms", string(v)),
+        "ciphers" => ("ciphers", string(v)),
+        "macs" => ("macs", string(v)),
         _ => {
             let value = match k {
                 "identity_files"

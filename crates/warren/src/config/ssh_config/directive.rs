@@ -65,6 +65,22 @@ pub(super) enum Setting {
     ServerAliveInterval(Duration),
     ServerAliveCountMax(u32),
     ConnectTimeout(Duration),
+    /// `KexAlgorithms`, `HostKeyAlgorithms`, `Ciphers`, `MACs`: the list as written (checked
+    /// with the TOML's, at the `ssh_config` key).
+    Algorithms(AlgorithmList, String),
+}
+
+/// Which algorithm list an option sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlgorithmList {
+    /// `KexAlgorithms`.
+    Kex,
+    /// `HostKeyAlgorithms`.
+    HostKey,
+    /// `Ciphers`.
+    Cipher,
+    /// `MACs`.
+    Mac,
 }
 
 /// How the connection is carried, as the file says.
@@ -125,6 +141,10 @@ fn option(keyword: &str, name: &str, value: String) -> Result<Directive, String>
             Some(t) => Setting::ConnectTimeout(t),
             None => return Ok(Directive::Ignored),
         },
+        "kexalgorithms" => Setting::Algorithms(AlgorithmList::Kex, value),
+        "hostkeyalgorithms" => Setting::Algorithms(AlgorithmList::HostKey, value),
+        "ciphers" => Setting::Algorithms(AlgorithmList::Cipher, value),
+        "macs" => Setting::Algorithms(AlgorithmList::Mac, value),
         _ => return Ok(Directive::Ignored),
     };
     Ok(Directive::Set(setting))
@@ -148,6 +168,10 @@ fn canonical_name(lowercase: &str) -> Option<&'static str> {
         "serveraliveinterval" => "ServerAliveInterval",
         "serveralivecountmax" => "ServerAliveCountMax",
         "connecttimeout" => "ConnectTimeout",
+        "kexalgorithms" => "KexAlgorithms",
+        "hostkeyalgorithms" => "HostKeyAlgorithms",
+        "ciphers" => "Ciphers",
+        "macs" => "MACs",
         _ => return None,
     })
 }

@@ -33,7 +33,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use directive::{Criterion, Proxy, Setting, Test};
+use directive::{AlgorithmList, Criterion, Proxy, Setting, Test};
 use pattern::matches_list;
 use read::{File, Item};
 
@@ -86,6 +86,14 @@ pub struct ResolvedHost {
     pub server_alive_count_max: Option<u32>,
     /// `ConnectTimeout`.
     pub connect_timeout: Option<Duration>,
+    /// `KexAlgorithms`, as written.
+    pub kex_algorithms: Option<String>,
+    /// `HostKeyAlgorithms`, as written.
+    pub host_key_algorithms: Option<String>,
+    /// `Ciphers`, as written.
+    pub ciphers: Option<String>,
+    /// `MACs`, as written.
+    pub macs: Option<String>,
 }
 
 /// Why an ssh_config could not be loaded.
@@ -230,6 +238,10 @@ struct Found {
     alive_interval: Option<Duration>,
     alive_count_max: Option<u32>,
     connect_timeout: Option<Duration>,
+    kex: Option<String>,
+    host_key: Option<String>,
+    ciphers: Option<String>,
+    macs: Option<String>,
 }
 
 impl Found {
@@ -256,6 +268,15 @@ impl Found {
             Setting::ServerAliveInterval(v) => first(&mut self.alive_interval, v),
             Setting::ServerAliveCountMax(v) => first(&mut self.alive_count_max, v),
             Setting::ConnectTimeout(v) => first(&mut self.connect_timeout, v),
+            Setting::Algorithms(list, v) => first(
+                match list {
+                    AlgorithmList::Kex => &mut self.kex,
+                    AlgorithmList::HostKey => &mut self.host_key,
+                    AlgorithmList::Cipher => &mut self.ciphers,
+                    AlgorithmList::Mac => &mut self.macs,
+                },
+                v,
+            ),
         }
     }
 
@@ -287,6 +308,10 @@ impl Found {
             server_alive_interval: self.alive_interval,
             server_alive_count_max: self.alive_count_max,
             connect_timeout: self.connect_timeout,
+            kex_algorithms: self.kex,
+            host_key_algorithms: self.host_key,
+            ciphers: self.ciphers,
+            macs: self.macs,
         }
     }
 }

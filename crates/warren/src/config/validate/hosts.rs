@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Ctx;
+use crate::config::algorithms::{Algorithms, Kind};
 use crate::config::names;
 use crate::config::raw::{RawHost, Str, StrList};
 use crate::config::{HostConfig, HostKeyPolicy, Route};
@@ -186,6 +187,28 @@ pub(super) fn host_config(
         None => 3,
     };
 
+    let mut algorithms = Algorithms::default();
+    for (kind, spec) in [
+        (Kind::Kex, &h.kex_algorithms),
+        (Kind::HostKey, &h.host_key_algorithms),
+        (Kind::Cipher, &h.ciphers),
+        (Kind::Mac, &h.macs),
+    ] {
+        let Some(spec) = spec else { continue };
+        match kind.parse(&spec.get_ref().0) {
+            Ok(list) => match kind {
+                Kind::Kex => algorithms.kex = list,
+                Kind::HostKey => algorithms.host_key = list,
+                Kind::Cipher => algorithms.cipher = list,
+                Kind::Mac => algorithms.mac = list,
+            },
+            Err(e) => {
+                cx.err(spec.span(), e);
+                ok = false;
+            }
+        }
+    }
+
     ok.then(|| HostConfig {
         name: name.to_string(),
         hostname,
@@ -206,6 +229,8 @@ pub(super) fn host_config(
         keepalive_count_max,
         reconnect_min,
         reconnect_max,
+        algorithms,
+        host_key_algorithms_set: h.host_key_algorithms.is_some(),
     })
 }
 

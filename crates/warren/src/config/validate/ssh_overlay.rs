@@ -99,6 +99,22 @@ pub(super) fn fill_from_ssh_config(h: &mut RawHost, name: &str, d: &RawHost, cx:
             .server_alive_count_max
             .map(|n| Spanned::new(span.clone(), i64::from(n)));
     }
+    let algorithms = |v: &Option<String>| {
+        v.clone()
+            .map(|list| Spanned::new(span.clone(), crate::config::raw::AlgoSpec(list)))
+    };
+    if h.kex_algorithms.is_none() && d.kex_algorithms.is_none() {
+        h.kex_algorithms = algorithms(&r.kex_algorithms);
+    }
+    if h.host_key_algorithms.is_none() && d.host_key_algorithms.is_none() {
+        h.host_key_algorithms = algorithms(&r.host_key_algorithms);
+    }
+    if h.ciphers.is_none() && d.ciphers.is_none() {
+        h.ciphers = algorithms(&r.ciphers);
+    }
+    if h.macs.is_none() && d.macs.is_none() {
+        h.macs = algorithms(&r.macs);
+    }
     if h.jump.is_none() && h.proxy_command.is_none() {
         h.jump = r.proxy_jump.clone().and_then(list);
         h.proxy_command = r.proxy_command.clone().and_then(s);
