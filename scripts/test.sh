@@ -65,6 +65,9 @@ set -x
 scripts/check-vendor.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# russh's own library tests, with warren's patches (its own workspace and lock file).
-CARGO_TARGET_DIR=target/vendor-russh cargo test --manifest-path vendor/russh/Cargo.toml --lib --locked
+# russh's own library tests, with warren's patches (its own workspace and lock file). Its
+# ssh-agent tests are skipped: they connect as soon as the agent's socket file exists, before
+# the agent listens, and fail now and then (ECONNREFUSED); warren's own tests use a real agent.
+CARGO_TARGET_DIR=target/vendor-russh cargo test --manifest-path vendor/russh/Cargo.toml --lib --locked \
+  -- --skip keys::test::test_client_agent
 cargo test --workspace --locked
