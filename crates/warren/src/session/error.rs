@@ -65,7 +65,23 @@ pub enum SessionError {
     Timeout(Duration),
     /// The SSH protocol layer failed.
     #[error("ssh: {0}")]
-    Ssh(#[from] russh::Error),
+    Ssh(russh::Error),
+    /// The server and warren have no algorithm of one kind in common (a human must widen
+    /// the list, deliberately).
+    #[error(
+        "no {what} in common with the server: it offers {theirs}; warren offers {ours} \
+         (add one with {key} = \"+NAME\" if it is acceptable)"
+    )]
+    NoCommonAlgorithm {
+        /// What kind of algorithm, in words.
+        what: &'static str,
+        /// The setting that chooses them.
+        key: &'static str,
+        /// The server's list.
+        theirs: String,
+        /// Warren's list.
+        ours: String,
+    },
     /// The server's host key was not accepted.
     #[error(transparent)]
     HostKey(#[from] HostKeyError),
@@ -96,6 +112,37 @@ pub enum SessionError {
     Closed(String),
 }
 
+impl From<russh::Error> for SessionError {
+    fn from(e: russh::Error) -> Self {
+        use russh::AlgorithmKind as K;
+        match e {
+            russh::Error::NoCommonAlgo { kind, ours, theirs } => {
+                let (what, key) = match kind {
+                    K::Kex => ("key exchange method", "kex_algorithms"),
+                    K::Key => ("host key algorithm", "host_key_algorithms"),
+                    K::Cipher => ("cipher", "ciphers"),
+                    K::Mac => ("MAC", "macs"),
+                    K::Compression => ("compression", "compression"),
+                };
+                // The markers for strict kex and extensions are not algorithms to choose.
+                let list = |v: Vec<String>| {
+                    v.into_iter()
+                        .filter(|n| !n.starts_with("ext-info") && !n.starts_with("kex-strict"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                Self::NoCommonAlgorithm {
+                    what,
+                    key,
+                    theirs: list(theirs),
+                    ours: list(ours),
+                }
+            }
+            e => Self::Ssh(e),
+        }
+    }
+}
+
 impl SessionError {
     /// The class, decided by the error's type, never by its text.
     pub fn class(&self) -> FailureClass {
@@ -109,7 +156,7 @@ impl SessionError {
             Self::Ssh(e) => ssh_class(e),
             Self::HostKey(_) => FailureClass::HostKey,
             Self::Auth { .. } => FailureClass::Auth,
-            Self::Config(_) => FailureClass::Config,
+            Self::Config(_) | Self::NoCommonAlgorithm { .. } => FailureClass::Config,
         }
     }
 }

@@ -34,7 +34,7 @@ impl From<russh::Error> for HandlerError {
 impl From<HandlerError> for super::SessionError {
     fn from(e: HandlerError) -> Self {
         match e {
-            HandlerError::Ssh(e) => Self::Ssh(e),
+            HandlerError::Ssh(e) => Self::from(e),
             HandlerError::HostKey(e) => Self::HostKey(e),
         }
     }
