@@ -35,7 +35,9 @@ const KDF_LIMIT: Duration = Duration::from_secs(90);
 const KDF_ROUNDS: &str = "400";
 /// How often the probe sends a message through the fast host's forward.
 const PROBE_EVERY: Duration = Duration::from_millis(20);
-/// The longest round trip a probe may take: far below a KDF, far above a loopback echo.
+/// A round trip over this is counted and reported: far above a loopback echo. The bound
+/// asserted is a quarter of the slow connect (seconds of KDF), which a stall behind the KDF
+/// would exceed and which the scheduler of a loaded machine does not.
 const PROBE_MAX: Duration = Duration::from_millis(150);
 /// How many times the slow host's session is killed and comes back.
 const SLOW_RECONNECTS: u64 = 3;
@@ -314,7 +316,7 @@ async fn a_slow_key_decryption_does_not_stall_another_host() {
             report.rounds, report.max_rtt, report.max_at, report.over
         );
         ensure!(
-            report.max_rtt <= PROBE_MAX,
+            report.max_rtt <= first / 4,
             "the fast host's traffic stalled: {report:?} (slow first connect {first:?}, \
              reconnects {reconnects:?})"
         );
