@@ -24,6 +24,7 @@ mod netns;
 mod reload;
 mod remote_forward;
 mod runtime;
+mod scripts;
 mod slow_peers;
 mod socks;
 mod status;

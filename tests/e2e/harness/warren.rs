@@ -136,27 +136,24 @@ impl WarrenProcess {
         limit: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> anyhow::Result<String> {
-        let find = |l: &Lines| l.lines.iter().skip(from).find(|s| pred(s)).cloned();
-        let mut rx = self.stderr.clone();
-        let waited = tokio::time::timeout(limit, rx.wait_for(|l| l.eof || find(l).is_some())).await;
-        let found = match waited {
-            Ok(Ok(lines)) => find(&lines),
-            _ => None,
-        };
-        match found {
-            Some(line) => Ok(line),
-            None => {
-                let why = if self.stderr.borrow().eof {
-                    "warren's stderr ended"
-                } else {
-                    "timed out"
-                };
-                bail!(
-                    "{why} before a matching stderr line (waited up to {limit:?}); stderr tail:\n{}",
-                    tail(&self.stderr_text(), 40)
-                )
-            }
-        }
+        wait_lines(&self.stderr, "stderr", limit, |l| {
+            l.lines.iter().skip(from).find(|s| pred(s)).cloned()
+        })
+        .await
+    }
+
+    /// Waits until stdout has at least `n` lines; returns the first `n`. Fails on timeout or
+    /// when stdout ends before (`warren connect` announces its forwards there).
+    pub async fn wait_for_stdout_lines(
+        &self,
+        n: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        wait_lines(&self.stdout, "stdout", limit, |l| {
+            (l.lines.len() >= n).then(|| l.lines[..n].to_vec())
+        })
+        .await
+        .with_context(|| format!("stderr tail:\n{}", tail(&self.stderr_text(), 40)))
     }
 
     /// Sends `signal` to warren.
@@ -208,6 +205,36 @@ impl Drop for WarrenProcess {
             reader.abort();
         }
     }
+}
+
+/// Waits until `find` yields something from the lines of `rx` (warren's `name` stream); fails
+/// on timeout or when the stream ends without it.
+async fn wait_lines<T>(
+    rx: &watch::Receiver<Lines>,
+    name: &str,
+    limit: Duration,
+    find: impl Fn(&Lines) -> Option<T>,
+) -> anyhow::Result<T> {
+    let mut rx = rx.clone();
+    // The watch's guard goes at the end of this statement, before the stream is read again.
+    let found = match tokio::time::timeout(limit, rx.wait_for(|l| l.eof || find(l).is_some())).await
+    {
+        Ok(Ok(lines)) => find(&lines),
+        _ => None,
+    };
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    let why = if rx.borrow().eof {
+        format!("warren's {name} ended")
+    } else {
+        "timed out".to_string()
+    };
+    let text = rx.borrow().lines.join("\n");
+    bail!(
+        "{why} before a matching {name} line (waited up to {limit:?}); {name} tail:\n{}",
+        tail(&text, 40)
+    )
 }
 
 /// A `warren ARGS` command with a scrubbed environment plus `env`.
