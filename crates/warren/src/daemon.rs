@@ -14,7 +14,7 @@ use crate::config::{Config, Plan};
 use crate::control::ControlState;
 use crate::forward::lifecycle::{Forwards, Ingress};
 pub use crate::forward::lifecycle::{Inherited, StartError};
-use crate::forward::{ForwardRuntime, Readiness};
+use crate::forward::{ForwardRuntime, ProbeState, Readiness};
 use crate::session::{HostChanges, HostHandle, HostState, Supervisors};
 
 /// What a reload did: the forwards the difference named, and the host changes the
@@ -230,10 +230,25 @@ impl ControlState {
             .iter()
             .filter(|f| f.readiness(up(&f.config.host)) == Readiness::Ready)
             .count();
-        format!(
+        let failing = self
+            .forwards
+            .iter()
+            .filter(|f| {
+                f.status()
+                    .probe
+                    .is_some_and(|p| p.state == ProbeState::Failing)
+            })
+            .count();
+        let mut summary = format!(
             "{hosts_up}/{} hosts up, {ready}/{} forwards ready",
             self.hosts.len(),
             self.forwards.len()
-        )
+        );
+        match failing {
+            0 => {}
+            1 => summary.push_str(", 1 forward failing its probe"),
+            n => summary.push_str(&format!(", {n} forwards failing their probes")),
+        }
+        summary
     }
 }

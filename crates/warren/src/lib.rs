@@ -21,8 +21,11 @@
 //! - [`hostkey`]: known_hosts (with accept-new), host certificates, pins, the verify decision.
 //! - [`forward`]: the forward kinds (`local`, `remote`, `dynamic` with `socks`), their
 //!   `lifecycle` (bind, rebind, start, stop, drain), `listener`, `copy` (the data path),
-//!   counters and readiness.
+//!   `probe` (egress checks), counters and readiness.
 //! - [`control`]: the control socket, its typed `protocol` and the `status` document.
+//! - [`metrics`]: the Prometheus families, read at scrape time from the host counters
+//!   (`session::counters`) and forward counters, and their `http` endpoint; [`stats`] is
+//!   the lock-free histogram they use.
 //! - [`systemd`]: sd_notify (ready, reloading, stopping, status) and the watchdog.
 //! - [`logging`], [`secret`]: tracing set-up; secrets that never print.
 #![forbid(unsafe_code)]
@@ -35,6 +38,8 @@ pub mod daemon;
 pub mod forward;
 pub mod hostkey;
 pub mod logging;
+pub mod metrics;
 pub mod secret;
 pub mod session;
+pub mod stats;
 pub mod systemd;

@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cli::{RunArgs, exit};
-use crate::config::{Config, Env};
+use crate::config::{BindAddr, Config, Env};
 use crate::control::{ControlSocket, ReloadOutcome};
 use crate::daemon::Daemon;
+use crate::metrics::http::MetricsServer;
 use crate::systemd;
 use tokio_util::sync::CancellationToken;
 
@@ -111,6 +112,18 @@ async fn serve(config: Config, mode: Mode) -> u8 {
             }
         }
     };
+    let metrics = match &config.daemon.metrics_listen {
+        None => None,
+        Some(addr) => match bind_metrics(addr, &config).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let e = format!("cannot listen for metrics on {addr}: {e}");
+                error!(error = %e, "start-up failed");
+                eprintln!("warren: {e}");
+                return exit::FAILURE;
+            }
+        },
+    };
     let mut daemon = match Daemon::start(&config).await {
         Ok(d) => d,
         Err(e) => {
@@ -128,6 +141,8 @@ async fn serve(config: Config, mode: Mode) -> u8 {
             stop_control.clone(),
         ))
     });
+    let metrics_task =
+        metrics.map(|m| tokio::spawn(m.serve(daemon.watch_control_state(), stop_control.clone())));
     systemd::ready();
     info!(
         config = %config.path.display(),
@@ -186,10 +201,22 @@ async fn serve(config: Config, mode: Mode) -> u8 {
     if let Some(task) = control_task {
         let _ = task.await;
     }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     let grace = daemon.config().daemon.shutdown_grace;
     daemon.shutdown(grace).await;
     info!("stopped");
     exit::OK
+}
+
+/// Binds `[daemon] metrics_listen`; a Unix socket gets the control socket's mode and group.
+async fn bind_metrics(addr: &BindAddr, config: &Config) -> std::io::Result<MetricsServer> {
+    let group = config.daemon.control_socket_group.as_ref();
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let server = MetricsServer::bind(addr, mode, group.map(|g| g.gid)).await?;
+    info!(listen = %server.local_addr()?, "serving metrics at /metrics");
+    Ok(server)
 }
 
 /// Re-reads the running file and applies the difference (warren.toml(5), RELOAD), between

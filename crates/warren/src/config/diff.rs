@@ -65,6 +65,15 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
         plan.needs_restart
             .push(format!("control_socket_group (still {still})"));
     }
+    if old.daemon.metrics_listen != new.daemon.metrics_listen {
+        let still = old
+            .daemon
+            .metrics_listen
+            .as_ref()
+            .map_or("off".to_string(), ToString::to_string);
+        plan.needs_restart
+            .push(format!("metrics_listen (still {still})"));
+    }
     plan
 }
 
@@ -187,6 +196,14 @@ mod tests {
         assert_eq!(
             diff(&old, &new).needs_restart,
             ["control_socket_group (still none)"]
+        );
+        new.daemon.control_socket_group = None;
+        new.daemon.metrics_listen = Some(crate::config::BindAddr::Tcp(
+            "127.0.0.1:9187".parse().unwrap(),
+        ));
+        assert_eq!(
+            diff(&old, &new).needs_restart,
+            ["metrics_listen (still off)"]
         );
     }
 }

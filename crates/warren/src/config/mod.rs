@@ -51,6 +51,8 @@ pub struct DaemonConfig {
     pub shutdown_grace: Duration,
     /// An OpenSSH client config to resolve host names through, when enabled.
     pub ssh_config: Option<PathBuf>,
+    /// Where `GET /metrics` is served; `None`: nowhere.
+    pub metrics_listen: Option<BindAddr>,
 }
 
 /// A group given access to a socket, resolved when the file is read.
@@ -145,6 +147,8 @@ pub struct ForwardConfig {
     pub max_connections: Option<u32>,
     /// The mode of a Unix-socket ingress on this machine (0600 unless set).
     pub socket_mode: u32,
+    /// How often the egress is probed (local and remote forwards); `None`: never.
+    pub probe_interval: Option<Duration>,
 }
 
 /// The three forward kinds and their addresses.

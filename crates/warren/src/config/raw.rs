@@ -25,6 +25,8 @@ pub struct RawDaemon {
     pub control_socket_group: Option<Str>,
     pub shutdown_grace: Option<Str>,
     pub ssh_config: Option<Spanned<SshConfigSetting>>,
+    pub metrics_listen: Option<Str>,
+    pub metrics_allow_public: Option<Spanned<bool>>,
 }
 
 /// `ssh_config = true | false | "path"`.
@@ -164,6 +166,7 @@ pub struct RawForward {
     pub allow_public: Option<Spanned<bool>>,
     pub max_connections: Option<Spanned<i64>>,
     pub socket_mode: Option<Str>,
+    pub probe_interval: Option<Str>,
 }
 
 /// The whole file as written.

@@ -39,6 +39,8 @@ pub struct HostDoc {
     pub last_error: Option<ErrorDoc>,
     /// Sessions lost or replaced so far.
     pub reconnects: u64,
+    /// The last keepalive round trip in milliseconds (null before the first).
+    pub keepalive_rtt_ms: Option<f64>,
     /// The current session's key exchange method (null while no session is up).
     pub kex: Option<String>,
     /// Its cipher.
@@ -88,6 +90,19 @@ pub struct ForwardDoc {
     pub bytes_out: u64,
     /// Its own last error.
     pub last_error: Option<String>,
+    /// What its egress probe found (forwards with `probe_interval`).
+    pub probe: Option<ProbeDoc>,
+}
+
+/// A forward's probe in the status document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeDoc {
+    /// `ok` or `failing`.
+    pub state: String,
+    /// When it entered that state (RFC 3339).
+    pub since: String,
+    /// Why the last probe failed, while failing.
+    pub last_error: Option<String>,
 }
 
 /// The status of `hosts` and `forwards` now.
@@ -111,6 +126,10 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
                     message: e.message.clone(),
                 }),
                 reconnects: s.reconnects,
+                keepalive_rtt_ms: h
+                    .counters()
+                    .last_rtt()
+                    .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
                 kex: s.session.as_ref().map(|i| i.kex.clone()),
                 cipher: s.session.as_ref().map(|i| i.cipher.clone()),
                 mac: s.session.as_ref().map(|i| i.mac.clone()),
@@ -148,6 +167,11 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
                 bytes_in: c.bytes_in.load(Ordering::Relaxed),
                 bytes_out: c.bytes_out.load(Ordering::Relaxed),
                 last_error: own.last_error,
+                probe: own.probe.map(|p| ProbeDoc {
+                    state: p.state.as_str().into(),
+                    since: rfc3339(p.since),
+                    last_error: p.last_error,
+                }),
             }
         })
         .collect();
@@ -180,7 +204,7 @@ fn rfc3339(t: SystemTime) -> String {
 /// The document as two aligned tables, hosts then forwards; durations relative to `now`.
 pub fn render_table(doc: &StatusDoc, now: SystemTime) -> String {
     let mut hosts = vec![
-        ["HOST", "STATE", "SINCE", "VIA", "LAST ERROR"]
+        ["HOST", "STATE", "SINCE", "RTT", "VIA", "LAST ERROR"]
             .map(String::from)
             .to_vec(),
     ];
@@ -205,7 +229,10 @@ pub fn render_table(doc: &StatusDoc, now: SystemTime) -> String {
             .last_error
             .as_ref()
             .map_or("-".into(), |e| format!("{}: {}", e.class, e.message));
-        hosts.push(vec![h.name.clone(), state, since, via, error]);
+        let rtt = h
+            .keepalive_rtt_ms
+            .map_or("-".into(), |ms| format!("{ms:.1}ms"));
+        hosts.push(vec![h.name.clone(), state, since, rtt, via, error]);
     }
     let mut fwds = vec![
         [
@@ -215,12 +242,16 @@ pub fn render_table(doc: &StatusDoc, now: SystemTime) -> String {
         .to_vec(),
     ];
     for f in &doc.forwards {
+        let state = match &f.probe {
+            Some(p) if p.state != "ok" => format!("{} (probe {})", f.state, p.state),
+            _ => f.state.clone(),
+        };
         fwds.push(vec![
             f.name.clone(),
             f.kind.clone(),
             f.listen.clone(),
             f.connect.clone().unwrap_or_else(|| "-".into()),
-            f.state.clone(),
+            state,
             f.active.to_string(),
             f.total.to_string(),
             human_bytes(f.bytes_in),
@@ -307,7 +338,7 @@ mod tests {
         let now = SystemTime::now();
         let doc = serde_json::json!({
             "hosts": [
-                {"name": "bastion", "state": "up", "since": rfc3339(now - Duration::from_secs(7980)), "via": [], "last_error": null, "reconnects": 0, "retry_at": null},
+                {"name": "bastion", "state": "up", "since": rfc3339(now - Duration::from_secs(7980)), "via": [], "last_error": null, "reconnects": 0, "retry_at": null, "keepalive_rtt_ms": 0.84},
                 {"name": "db", "state": "backoff", "since": rfc3339(now - Duration::from_secs(12)), "via": ["bastion"],
                  "last_error": {"class": "network", "message": "connection refused"}, "reconnects": 3, "retry_at": rfc3339(now + Duration::from_secs(4))},
             ],
@@ -318,8 +349,11 @@ mod tests {
         });
         let t = render_table(&serde_json::from_value(doc).unwrap(), now);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "HOST     STATE       SINCE  VIA      LAST ERROR");
-        assert_eq!(lines[1], "bastion  up          2h13m  direct   -");
+        assert_eq!(
+            lines[0],
+            "HOST     STATE       SINCE  RTT    VIA      LAST ERROR"
+        );
+        assert_eq!(lines[1], "bastion  up          2h13m  0.8ms  direct   -");
         assert!(lines[2].starts_with("db       backoff "), "{t}");
         assert!(
             lines[2].ends_with("bastion  network: connection refused"),

@@ -132,6 +132,10 @@ impl Forwards {
         };
         let span = info_span!("forward", forward = %f.name);
         let (stop, cut) = (cx.stop.clone(), cx.cut.clone());
+        if let Some(every) = f.probe_interval {
+            self.tasks
+                .spawn(super::probe::run(cx.clone(), every).instrument(span.clone()));
+        }
         let task = match ingress {
             Ingress::Retry(addr, error) => {
                 warn!(forward = %f.name, error = %error, "forward failed; retrying");

@@ -41,12 +41,19 @@ impl Listener {
         mode: u32,
         inherited: Option<std::net::TcpListener>,
     ) -> io::Result<Self> {
+        match inherited {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Ok(Self::Tcp(TcpListener::from_std(l)?))
+            }
+            None => Self::bind_with_group(addr, mode, None).await,
+        }
+    }
+
+    /// Binds `addr`; a Unix socket gets `mode` and, when given, the group `gid`.
+    pub async fn bind_with_group(addr: &BindAddr, mode: u32, gid: Option<u32>) -> io::Result<Self> {
         match addr {
             BindAddr::Tcp(sock) => {
-                if let Some(l) = inherited {
-                    l.set_nonblocking(true)?;
-                    return Ok(Self::Tcp(TcpListener::from_std(l)?));
-                }
                 let socket = if sock.is_ipv4() {
                     TcpSocket::new_v4()?
                 } else {
@@ -58,7 +65,7 @@ impl Listener {
             }
             BindAddr::Unix(path) => {
                 let at = path.clone();
-                let std = tokio::task::spawn_blocking(move || bind_unix(&at, mode, None))
+                let std = tokio::task::spawn_blocking(move || bind_unix(&at, mode, gid))
                     .await
                     .map_err(io::Error::other)??;
                 std.set_nonblocking(true)?;

@@ -7,6 +7,7 @@ pub mod dynamic;
 pub mod lifecycle;
 pub mod listener;
 pub mod local;
+pub mod probe;
 pub mod remote;
 pub mod socks;
 
@@ -130,6 +131,38 @@ pub struct ForwardStatus {
     pub last_error: Option<String>,
     /// For a remote forward: the listener as the server bound it (the real port for port 0).
     pub remote_listen: Option<Endpoint>,
+    /// The egress probe's state, for a forward with `probe_interval` (after its first probe).
+    pub probe: Option<ProbeStatus>,
+}
+
+/// What the last probes of a forward's egress found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// Whether the egress answers.
+    pub state: ProbeState,
+    /// Since when it has been in this state.
+    pub since: std::time::SystemTime,
+    /// Why the last probe failed, while failing.
+    pub last_error: Option<String>,
+}
+
+/// Whether a forward's egress answers its probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeState {
+    /// It answers.
+    Ok,
+    /// It does not.
+    Failing,
+}
+
+impl ProbeState {
+    /// `ok` or `failing`, as status shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failing => "failing",
+        }
+    }
 }
 
 /// A running forward: its settings, where it actually listens, and its counters.
@@ -156,6 +189,7 @@ impl ForwardRuntime {
                 state: ForwardState::Waiting,
                 last_error: None,
                 remote_listen: None,
+                probe: None,
             })),
         }
     }

@@ -101,7 +101,8 @@ pub async fn establish(
     let (alive, dead) = oneshot::channel();
     let check = host_key_check(host);
     let negotiated = Arc::new(std::sync::Mutex::new(SessionInfo::default()));
-    let handler = ClientHandler::new(check, host, router, negotiated.clone(), alive);
+    let end = Arc::new(std::sync::Mutex::new(None));
+    let handler = ClientHandler::new(check, host, router, negotiated.clone(), end.clone(), alive);
     let stream = transport::open(host, upstream).await?;
     let mut handle = client::connect_stream(config, stream, handler).await?;
     auth::authenticate(&mut handle, host).await?;
@@ -112,6 +113,7 @@ pub async fn establish(
     Ok(Established {
         session: Session::new(handle),
         info,
+        end,
         dead,
     })
 }

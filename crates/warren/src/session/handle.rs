@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
 
+use super::counters::{HostCounters, OpenFailure};
 use super::live::{OPEN_ATTEMPTS, OpenError, Session};
 use super::router::{Incoming, RemoteRouter, RouteKey, SharedRouter};
 use super::state::HostStatus;
@@ -34,6 +35,7 @@ pub struct HostHandle {
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
     router: SharedRouter,
+    counters: Arc<HostCounters>,
 }
 
 impl HostHandle {
@@ -58,6 +60,7 @@ impl HostHandle {
         cancel: CancellationToken,
     ) -> Self {
         let (status_tx, status) = watch::channel(HostStatus::connecting());
+        let counters = Arc::new(HostCounters::default());
         let (session_tx, session) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let (config_tx, config_rx) = watch::channel(config.clone());
@@ -71,6 +74,7 @@ impl HostHandle {
             session: session_tx,
             commands: cmd_rx,
             cancel: cancel.clone(),
+            counters: counters.clone(),
             warned_not_post_quantum: false,
         };
         let span = info_span!("host", host = %config.name);
@@ -82,7 +86,13 @@ impl HostHandle {
             commands: cmd_tx,
             cancel,
             router,
+            counters,
         }
+    }
+
+    /// What this host has counted (for the metrics endpoint and status).
+    pub fn counters(&self) -> &Arc<HostCounters> {
+        &self.counters
     }
 
     /// A receiver of the current session (`None` while down).
@@ -165,9 +175,28 @@ impl HostHandle {
         target: &Endpoint,
         originator: (&str, u16),
     ) -> Result<(ChannelStream<Msg>, Arc<Session>), OpenError> {
+        let opened = self.open_on_a_session(target, originator).await;
+        let failure = match &opened {
+            Ok(_) => return opened,
+            Err(OpenError::NoSession { .. }) => OpenFailure::NoSession,
+            Err(OpenError::Refused(_)) => OpenFailure::Refused,
+            Err(OpenError::Timeout) => OpenFailure::Timeout,
+            Err(OpenError::SessionEnded) => OpenFailure::SessionEnded,
+            Err(OpenError::Cancelled | OpenError::Down { .. }) => return opened,
+        };
+        self.counters.open_failed(failure);
+        opened
+    }
+
+    async fn open_on_a_session(
+        &self,
+        target: &Endpoint,
+        originator: (&str, u16),
+    ) -> Result<(ChannelStream<Msg>, Arc<Session>), OpenError> {
         let mut attempt = 1;
         loop {
             let session = self.session().await?;
+            let started = tokio::time::Instant::now();
             let opened = tokio::select! {
                 r = tokio::time::timeout(
                     self.config().connect_timeout,
@@ -177,7 +206,10 @@ impl HostHandle {
             };
             let gone = session.is_closed();
             return match opened {
-                Some(Ok(Ok(stream))) => Ok((stream, session)),
+                Some(Ok(Ok(stream))) => {
+                    self.counters.channel_open.observe(started.elapsed());
+                    Ok((stream, session))
+                }
                 _ if gone && attempt < OPEN_ATTEMPTS => {
                     debug!(
                         attempt,

@@ -11,6 +11,7 @@ use russh::{Channel, ChannelOpenFailure};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::counters::LossReason;
 use super::router::{Incoming, RouteKey, SharedRouter, Unrouted};
 use super::state::SessionInfo;
 use crate::config::HostConfig;
@@ -50,6 +51,8 @@ pub struct ClientHandler {
     router: SharedRouter,
     /// What the key exchange negotiated, for status; read once the session is up.
     negotiated: Arc<Mutex<SessionInfo>>,
+    /// Why the session ended, when russh tells (it may not: see `disconnected`).
+    end: Arc<Mutex<Option<LossReason>>>,
     /// A channel the server opened unasked was refused (and logged) in this session.
     refused_logged: bool,
     /// A channel was rejected for a saturated remote forward (and logged) in this session.
@@ -67,6 +70,7 @@ impl ClientHandler {
         host: &HostConfig,
         router: SharedRouter,
         negotiated: Arc<Mutex<SessionInfo>>,
+        end: Arc<Mutex<Option<LossReason>>>,
         alive: oneshot::Sender<()>,
     ) -> Self {
         Self {
@@ -76,6 +80,7 @@ impl ClientHandler {
             port: host.port,
             router,
             negotiated,
+            end,
             refused_logged: false,
             saturated_logged: false,
             _alive: alive,
@@ -166,6 +171,32 @@ impl Handler for ClientHandler {
         )
         .await;
         Ok(())
+    }
+
+    /// russh calls this as its session task ends, with the error that ended it — unless
+    /// shutting the transport down failed first (then the supervisor decides, from the hop's
+    /// state, between `hop` and `closed`).
+    async fn disconnected(
+        &mut self,
+        reason: russh::client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let why = match &reason {
+            russh::client::DisconnectReason::Error(HandlerError::Ssh(
+                russh::Error::KeepaliveTimeout,
+            )) => LossReason::Keepalive,
+            russh::client::DisconnectReason::Error(HandlerError::Ssh(
+                russh::Error::InactivityTimeout,
+            )) => LossReason::WriteStall,
+            _ => LossReason::Closed,
+        };
+        *self
+            .end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        match reason {
+            russh::client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            russh::client::DisconnectReason::Error(e) => Err(e),
+        }
     }
 
     async fn kex_done(

@@ -1,6 +1,7 @@
 //! An established, authenticated session: channels to egresses, listeners on the server,
 //! and the signal that it has ended.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client::Msg;
@@ -22,6 +23,8 @@ pub struct Established {
     pub session: Session,
     /// What it negotiated (filled by the handler during the key exchange).
     pub info: super::state::SessionInfo,
+    /// Why it ended, when russh said (filled by the handler as the session task ends).
+    pub end: Arc<Mutex<Option<super::counters::LossReason>>>,
     /// Resolves (with an error) when russh's session task has ended.
     pub dead: oneshot::Receiver<()>,
 }
@@ -135,6 +138,12 @@ impl Session {
             let sent = handle.disconnect(Disconnect::ByApplication, why, "en");
             let _ = tokio::time::timeout(Duration::from_secs(1), sent).await;
         }
+    }
+
+    /// A round trip to the server (`keepalive@openssh.com` with a reply). Bound it with a
+    /// timeout: russh answers `Ok` when the session dies while it waits.
+    pub async fn ping(&self) -> Result<(), russh::Error> {
+        self.ssh()?.send_ping().await
     }
 
     /// Marks the session ended without a word to the server (it is gone already).

@@ -6,6 +6,7 @@ mod auth;
 mod backoff;
 mod chain;
 mod connect;
+mod counters;
 mod error;
 mod handle;
 mod handler;
@@ -22,6 +23,7 @@ mod proptests;
 
 pub use backoff::Backoff;
 pub use chain::{HostChanges, Supervisors};
+pub use counters::{CLASSES, HostCounters, LossReason, OpenFailure};
 pub use error::{FailureClass, SessionError};
 pub use handle::HostHandle;
 pub use keys::load_key;

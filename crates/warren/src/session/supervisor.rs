@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use super::backoff::Backoff;
 use super::connect::{establish, ssh_client_config};
+use super::counters::{HostCounters, LossReason};
 use super::error::{FailureClass, SessionError};
 use super::handle::{Command, HostHandle};
 use super::live::{Established, OpenError, Session};
@@ -71,6 +72,8 @@ pub(super) struct Supervisor {
     pub(super) session: watch::Sender<Option<Arc<Session>>>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) cancel: CancellationToken,
+    /// What the metrics endpoint reads about this host.
+    pub(super) counters: Arc<HostCounters>,
     /// A session without a post-quantum key exchange was logged once already.
     pub(super) warned_not_post_quantum: bool,
 }
@@ -174,6 +177,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     let class = e.class();
+                    self.counters.connect_failed(class);
                     let message = format!("{e:#}");
                     let delay = if class.needs_human() {
                         cfg.reconnect_max
@@ -206,6 +210,7 @@ impl Supervisor {
         let Established {
             session,
             info,
+            end,
             dead,
         } = est;
         let session = Arc::new(session);
@@ -228,9 +233,23 @@ impl Supervisor {
             s.session = Some(info);
         });
         info!("session up");
+        tokio::spawn(measure_round_trips(
+            session.clone(),
+            self.counters.clone(),
+            self.config.borrow().keepalive_interval,
+        ));
         let ended = tokio::select! {
             () = self.cancel.cancelled() => Ended::Stopped,
-            _ = dead => Ended::Lost("connection closed".to_string()),
+            _ = dead => {
+                let reason = end
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                    .filter(|r| *r != LossReason::Closed || !self.hop_down())
+                    .unwrap_or_else(|| if self.hop_down() { LossReason::Hop } else { LossReason::Closed });
+                self.counters.session_lost(reason);
+                Ended::Lost(loss_message(reason).to_string())
+            }
             // A closed command channel means every handle is gone: stop like on cancel.
             cmd = self.commands.recv() => match self.apply(cmd) {
                 Asked::Stop => Ended::Stopped,
@@ -255,6 +274,13 @@ impl Supervisor {
                 Asked::Reconnect | Asked::Reconfigured => Wake::Now,
             },
         }
+    }
+
+    /// Whether the jump hop this host is reached through is down (or going).
+    fn hop_down(&self) -> bool {
+        self.upstream
+            .as_ref()
+            .is_some_and(|hop| hop.status().state != HostState::Up)
     }
 
     /// Why an attempt ran out of `connect_timeout`: the hop it goes through, when that is
@@ -300,6 +326,33 @@ impl Supervisor {
 
     fn set_state(&self, state: HostState, error: Option<LastError>) {
         self.status.send_modify(|s| s.enter(state, error));
+    }
+}
+
+/// What a lost session's status says.
+fn loss_message(reason: LossReason) -> &'static str {
+    match reason {
+        LossReason::Keepalive => "keepalives unanswered",
+        LossReason::WriteStall => "nothing could be written to the server (write stalled)",
+        LossReason::Closed => "connection closed",
+        LossReason::Hop => "the jump host's session ended",
+    }
+}
+
+/// Measures a keepalive round trip every `every` while `session` lasts (for status and the
+/// metrics). russh's own keepalives decide when the session is dead; these only time it.
+async fn measure_round_trips(session: Arc<Session>, counters: Arc<HostCounters>, every: Duration) {
+    loop {
+        tokio::select! {
+            () = session.ended() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let started = Instant::now();
+        let answered = tokio::time::timeout(every, session.ping()).await;
+        // russh answers Ok when the session died while it waited: count only live ones.
+        if matches!(answered, Ok(Ok(()))) && !session.is_closed() {
+            counters.round_trip(started.elapsed());
+        }
     }
 }
 

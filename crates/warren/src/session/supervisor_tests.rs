@@ -66,6 +66,7 @@ impl Connector for Script {
                     Ok(Established {
                         session: Session::fake(),
                         info: crate::session::state::SessionInfo::default(),
+                        end: Arc::default(),
                         dead,
                     })
                 }

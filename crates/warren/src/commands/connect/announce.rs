@@ -84,6 +84,7 @@ pub async fn announce(
 /// Resolves once connections have been made and none has been open for `idle`.
 pub async fn idle_for(state: watch::Receiver<ControlState>, idle: Duration) {
     let mut quiet_since: Option<Instant> = None;
+    let mut seen = 0;
     loop {
         let (total, active) = state.borrow().forwards.iter().fold((0, 0), |(t, a), f| {
             (
@@ -91,6 +92,12 @@ pub async fn idle_for(state: watch::Receiver<ControlState>, idle: Duration) {
                 a + f.counters.active.load(Ordering::Relaxed),
             )
         });
+        // A connection that opened and closed between two polls moved `total`: it restarts
+        // the clock as one still open would have.
+        if total != seen {
+            seen = total;
+            quiet_since = None;
+        }
         if total > 0 && active == 0 {
             let since = *quiet_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= idle {

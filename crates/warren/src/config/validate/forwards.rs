@@ -106,12 +106,24 @@ pub(super) fn forward(
         None => format!("{host}:{}:{}", spec.kind_name(), spec.listen_text()),
     };
     let socket_mode = socket_mode(raw, &spec, cx)?;
+    let probe_interval = match &raw.probe_interval {
+        None => None,
+        Some(v) if matches!(spec, ForwardSpec::Dynamic { .. }) => {
+            cx.err(
+                v.span(),
+                "`probe_interval` applies to local and remote forwards: a dynamic one has no egress of its own",
+            );
+            return None;
+        }
+        Some(v) => Some(cx.duration(v, "probe_interval", false)?),
+    };
     Some(ForwardConfig {
         name,
         host,
         spec,
         max_connections: max_connections?,
         socket_mode,
+        probe_interval,
     })
 }
 

@@ -23,9 +23,9 @@ use self::ssh_overlay::overlay_ssh_config;
 use super::diag::Diagnostic;
 use super::duration::parse_duration;
 use super::env::Env;
-use super::raw::{RawConfig, RawHost, SshConfigSetting, Str};
+use super::raw::{RawConfig, RawDaemon, RawHost, SshConfigSetting, Str};
 use super::ssh_config::SshConfig;
-use super::{Config, DaemonConfig, ForwardConfig, HostConfig, Route, SocketGroup};
+use super::{BindAddr, Config, DaemonConfig, ForwardConfig, HostConfig, Route, SocketGroup};
 
 /// What every check needs: the environment for paths and `~`, the file's directory, the
 /// problems found so far, and the ssh_config when one is used.
@@ -142,6 +142,40 @@ pub(in crate::config) fn validate(
     })
 }
 
+/// `metrics_listen`: an address like a local ingress's (a bare port is on 127.0.0.1) or an
+/// absolute socket path; reachable from other machines only with `metrics_allow_public`.
+fn metrics_listen(d: &RawDaemon, cx: &mut Ctx<'_>) -> Option<BindAddr> {
+    let public = d
+        .metrics_allow_public
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
+    let Some(listen) = &d.metrics_listen else {
+        if let Some(p) = &d.metrics_allow_public {
+            cx.err(p.span(), "`metrics_allow_public` without `metrics_listen`");
+        }
+        return None;
+    };
+    let expand = |s: &str| cx.path(s);
+    let addr = match super::parse_bind(listen.get_ref(), &expand) {
+        Ok(addr) => addr,
+        Err(e) => {
+            cx.err(listen.span(), format!("`metrics_listen` {e}"));
+            return None;
+        }
+    };
+    if !addr.is_local_only() && !public {
+        cx.err(
+            listen.span(),
+            format!(
+                "`metrics_listen` {addr} is reachable from other machines; set \
+                 `metrics_allow_public = true` if that is intended"
+            ),
+        );
+        return None;
+    }
+    Some(addr)
+}
+
 fn daemon(raw: &RawConfig, cx: &mut Ctx<'_>) -> Option<DaemonConfig> {
     let d = &raw.daemon;
     let control_socket = d
@@ -177,10 +211,12 @@ fn daemon(raw: &RawConfig, cx: &mut Ctx<'_>) -> Option<DaemonConfig> {
             }
         }
     });
+    let metrics_listen = metrics_listen(d, cx);
     Some(DaemonConfig {
         control_socket,
         control_socket_group,
         shutdown_grace,
         ssh_config,
+        metrics_listen,
     })
 }
