@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # On a fresh Debian machine, run as root: it installs what the end-to-end tests need
-# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3 with paramiko, patch,
+# (OpenSSH's sshd and client, iproute2, netcat, curl, openssl, python3 with paramiko and
+# prometheus_client, patch,
 # man-db for the manual pages, and systemd for `systemd-analyze` of the units), prepares
 # /run/sshd, then checks that vendor/russh is russh 0.65.1 plus its patches and runs rustfmt,
 # clippy with -D warnings, russh's own library tests and every test of warren.
@@ -29,6 +30,8 @@ for cmd in "${!package_of[@]}"; do
 done
 # The hostile-server test (tests/e2e/hostile_server.py) runs paramiko under the system python3.
 /usr/bin/python3 -c 'import paramiko' >/dev/null 2>&1 || missing+=(python3-paramiko)
+# The metrics tests parse /metrics with the Prometheus project's own Python parser.
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
 if ((${#missing[@]})); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [[ $(id -u) -eq 0 ]]; then
