@@ -44,6 +44,19 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
+# promtool checks the README's alert rules. It comes from Debian's `prometheus` package,
+# unpacked into target/tools rather than installed: installing would start a Prometheus server.
+if ! command -v promtool >/dev/null 2>&1 && [[ ! -x target/tools/promtool ]]; then
+  mkdir -p target/tools
+  (
+    cd target/tools
+    apt-get download prometheus >/dev/null 2>&1 || {
+      [[ $(id -u) -eq 0 ]] && apt-get update -qq && apt-get download prometheus >/dev/null
+    }
+    dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x --strip-components=3 ./usr/bin/promtool
+    rm -f prometheus_*.deb
+  ) || echo "test.sh: cannot unpack promtool from Debian's prometheus package" >&2
+fi
 # sshd refuses to start without its privilege-separation directory.
 if [[ ! -d /run/sshd ]]; then
   if [[ $(id -u) -eq 0 ]]; then
