@@ -322,6 +322,7 @@ fn systemd_units_verify_cleanly() {
             "User=warren\n",
             "ProtectHome=yes\n",
             "LimitNOFILE=65536\n",
+            "NotifyAccess=all\n",
         ] {
             assert!(text.contains(needed), "{file} lacks {needed:?}");
         }
@@ -348,6 +349,19 @@ fn systemd_units_verify_cleanly() {
         std::fs::read_to_string(units.join("warren@.service"))
             .unwrap()
             .contains("/etc/warren/%i.toml")
+    );
+    // The example socket unit (with its service beside it, which verify looks for).
+    let socket = dir.path().join("warren.socket");
+    std::fs::copy(units.join("warren.socket"), &socket).unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify warren.socket: {stderr}"
     );
     // The user the units run as is one that systemd-sysusers creates from the shipped file.
     let sysusers = std::process::Command::new("systemd-sysusers")

@@ -1,7 +1,6 @@
 //! Running warren in-process against a harness sshd: configuration text for a harness
 //! server, pre-bound listeners for TCP ingresses, and waiting on host and forward state.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,10 +117,7 @@ impl TestDaemon {
         std::fs::write(&path, toml)?;
         let config = Config::load_with(&path, &Env::from_process())
             .map_err(|e| anyhow!("config rejected:\n{e}\n---\n{toml}"))?;
-        let inherited: HashMap<SocketAddr, std::net::TcpListener> = listeners
-            .into_iter()
-            .map(|l| (l.local_addr().expect("addr"), l))
-            .collect();
+        let inherited = warren::handover::Inherited::tcp(listeners);
         let daemon = Daemon::start_with(&config, inherited)
             .await
             .context("daemon start")?;
@@ -145,10 +141,7 @@ impl TestDaemon {
         std::fs::write(&self.path, toml)?;
         let config = Config::load_with(&self.path, &Env::from_process())
             .map_err(|e| anyhow!("config rejected:\n{e}\n---\n{toml}"))?;
-        let inherited: HashMap<SocketAddr, std::net::TcpListener> = listeners
-            .into_iter()
-            .map(|l| (l.local_addr().expect("addr"), l))
-            .collect();
+        let inherited = warren::handover::Inherited::tcp(listeners);
         let daemon = self.daemon.as_mut().expect("daemon running");
         let plan = daemon.reload_with(config.clone(), inherited).await;
         self.config = config;

@@ -42,6 +42,8 @@ pub enum Command {
     Reload(SocketArg),
     /// Ask a running daemon to reconnect one host now (skipping its backoff wait).
     Reconnect(ReconnectArgs),
+    /// Ask a running daemon to start its binary anew and hand it every socket (same as SIGUSR2).
+    Upgrade(SocketArg),
     /// Ad-hoc tunnels without a file, `ssh -N` style.
     Connect(ConnectArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.

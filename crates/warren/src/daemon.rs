@@ -168,6 +168,12 @@ impl Daemon {
         self.published.send_replace(self.control_state());
     }
 
+    /// Duplicates of the listening sockets of the forwards bound here, by forward name, for
+    /// an upgrade to hand over.
+    pub fn handover_fds(&self) -> Vec<(String, crate::forward::listener::HandoverFd)> {
+        self.forwards.handover_fds()
+    }
+
     /// The forwards, with their bound addresses and counters.
     pub fn forwards(&self) -> &[ForwardRuntime] {
         self.forwards.list()

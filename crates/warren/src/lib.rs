@@ -27,6 +27,8 @@
 //!   (`session::counters`) and forward counters, and their `http` endpoint; [`stats`] is
 //!   the lock-free histogram they use.
 //! - [`systemd`]: sd_notify (ready, reloading, stopping, status) and the watchdog.
+//!   [`handover`]: sockets passed in by systemd's socket activation or by the warren an
+//!   upgrade replaces; [`upgrade`]: handing them to the new process.
 //! - [`logging`], [`secret`]: tracing set-up; secrets that never print.
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod forward;
+pub mod handover;
 pub mod hostkey;
 pub mod logging;
 pub mod metrics;
@@ -43,3 +46,4 @@ pub mod secret;
 pub mod session;
 pub mod stats;
 pub mod systemd;
+pub mod upgrade;

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         Command::Reconnect(args) => {
             warren::commands::reconnect(&args, &env, &mut std::io::stderr())
         }
+        Command::Upgrade(args) => {
+            warren::commands::upgrade(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
+        }
         Command::Reload(args) => {
             warren::commands::reload(&args, &env, &mut std::io::stdout(), &mut std::io::stderr())
         }

@@ -11,6 +11,12 @@ pub fn ready() {
     notify(&[NotifyState::Ready]);
 }
 
+/// This process is the service's main process now (it took over in an upgrade; the unit
+/// needs `NotifyAccess=all` for systemd to accept it from a process it did not start).
+pub fn main_pid() {
+    notify(&[NotifyState::MainPid(std::process::id())]);
+}
+
 /// A reload starts; `READY=1` ends it. With `MONOTONIC_USEC`, as `Type=notify-reload` needs.
 pub fn reloading() {
     let mut states = vec![NotifyState::Reloading];

@@ -8,7 +8,7 @@ mod status;
 
 pub use check::check;
 pub use connect::{connect, to_toml as connect_config};
-pub use reload::{reconnect, reload};
+pub use reload::{reconnect, reload, upgrade};
 pub use run::run;
 pub use status::status;
 

@@ -1,6 +1,7 @@
 //! `warren reload`: ask a running daemon to re-read its file (same as SIGHUP) and print what
 //! changed, or the problems of a file it rejected (exit 78; the running configuration stays).
-//! `warren reconnect HOST`: have it replace one host's session now.
+//! `warren reconnect HOST`: have it replace one host's session now. `warren upgrade`: have it
+//! hand everything over to a new process of its binary.
 
 use std::io::Write;
 use std::time::Duration;
@@ -61,6 +62,42 @@ pub fn reconnect(args: &ReconnectArgs, env: &Env, err: &mut dyn Write) -> u8 {
         }
         Err(e) => {
             let _ = writeln!(err, "warren reconnect {}: {e}", args.host);
+            exit::FAILURE
+        }
+    }
+}
+
+/// How long an upgrade may take: the new process starts its sessions (each within its
+/// `connect_timeout`) before it says it is ready.
+const UPGRADE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Asks for an upgrade in place; exit 0 once the new process took over (its pid printed), 1
+/// when it did not (the old one keeps serving; the reason printed), 69 when no daemon answers.
+pub fn upgrade(args: &SocketArg, env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let path = super::status::socket_path(args.socket.as_ref(), env);
+    match control::exchange(&path, &Request::Upgrade, UPGRADE_LIMIT) {
+        Ok(answer) if answer.ok => {
+            let pid = answer.pid.map_or_else(|| "?".into(), |p| p.to_string());
+            let _ = writeln!(
+                out,
+                "upgraded: new process {pid}; the old one drains and exits"
+            );
+            exit::OK
+        }
+        Ok(answer) => {
+            let why = answer.error.as_deref().unwrap_or("unknown error");
+            let _ = writeln!(
+                err,
+                "warren upgrade: {why}; the running daemon keeps serving"
+            );
+            exit::FAILURE
+        }
+        Err(e @ ClientError::NoDaemon { .. }) => {
+            let _ = writeln!(err, "warren upgrade: {e}");
+            exit::UNAVAILABLE
+        }
+        Err(e) => {
+            let _ = writeln!(err, "warren upgrade: {e}");
             exit::FAILURE
         }
     }

@@ -1,6 +1,7 @@
 //! `warren run`: the daemon in the foreground until SIGTERM or SIGINT; SIGHUP and
 //! `warren reload` re-read the file and apply the difference.
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -9,15 +10,27 @@ use tracing::{error, info, warn};
 
 use crate::cli::{RunArgs, exit};
 use crate::config::{BindAddr, Config, Env};
-use crate::control::{ControlSocket, ReloadOutcome};
+use crate::control::{ControlSocket, DaemonRequest, ReloadOutcome, UpgradeOutcome};
 use crate::daemon::Daemon;
+use crate::handover::{Passed, Role};
 use crate::metrics::http::MetricsServer;
 use crate::systemd;
+use crate::upgrade;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the daemon; returns the exit code.
 pub fn run(args: &RunArgs, env: &Env) -> u8 {
     crate::logging::init(&args.log);
+    crate::upgrade::remember_exe();
+    // Before any thread starts: taking the passed sockets removes their variables.
+    let passed = match Passed::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "cannot take the passed sockets; nothing started");
+            eprintln!("warren: cannot take the passed sockets: {e}");
+            return exit::FAILURE;
+        }
+    };
     let path = super::config_path(&args.config, env);
     let config = match Config::load_with(&path, env) {
         Ok(c) => c,
@@ -29,7 +42,7 @@ pub fn run(args: &RunArgs, env: &Env) -> u8 {
             return exit::CONFIG;
         }
     };
-    serve_blocking(config, Mode::File(env.clone()))
+    serve_blocking(config, Mode::File(env.clone()), passed)
 }
 
 /// How the daemon was started.
@@ -46,8 +59,9 @@ pub enum Mode {
     },
 }
 
-/// Runs the daemon for `config` on a new runtime until a stop signal; the exit code.
-pub fn serve_blocking(config: Config, mode: Mode) -> u8 {
+/// Runs the daemon for `config` on a new runtime until a stop signal, adopting the `passed`
+/// sockets; the exit code.
+pub fn serve_blocking(config: Config, mode: Mode, passed: Passed) -> u8 {
     raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -61,7 +75,7 @@ pub fn serve_blocking(config: Config, mode: Mode) -> u8 {
             return exit::FAILURE;
         }
     };
-    runtime.block_on(serve(config, mode))
+    runtime.block_on(serve(config, mode, passed))
 }
 
 /// Raises the soft limit on open files to the hard limit: every forwarded connection costs
@@ -79,53 +93,89 @@ fn raise_open_files_limit() {
     }
 }
 
-async fn serve(config: Config, mode: Mode) -> u8 {
+/// What start-up bound and started.
+struct Started {
+    daemon: Daemon,
+    control: Option<ControlSocket>,
+    metrics: Option<MetricsServer>,
+    /// Duplicates of the control and metrics sockets, for an upgrade.
+    handoff: Vec<(Role, OwnedFd)>,
+}
+
+/// Binds (or adopts) the control socket, the metrics listener and every ingress, then starts
+/// the daemon: a path or address that cannot be used fails start-up before any session (or
+/// ProxyCommand) starts.
+async fn start(config: &Config, with_control: bool, passed: Passed) -> Result<Started, String> {
+    let mut handoff = Vec::new();
+    let control =
+        match (with_control, passed.control) {
+            (false, _) => None,
+            (true, Some(l)) => Some(
+                ControlSocket::adopt(l, &config.daemon.control_socket)
+                    .map_err(|e| format!("cannot adopt the control socket: {e}"))?,
+            ),
+            (true, None) => {
+                let path = &config.daemon.control_socket;
+                let group = config.daemon.control_socket_group.as_ref();
+                Some(ControlSocket::bind(path, group).await.map_err(|e| {
+                    format!("cannot create the control socket {}: {e}", path.display())
+                })?)
+            }
+        };
+    if let Some(fd) = control.as_ref().and_then(|c| c.handover_fd().ok()) {
+        handoff.push((Role::Control, fd));
+    }
+    let metrics = match (&config.daemon.metrics_listen, passed.metrics) {
+        (None, _) => None,
+        (Some(_), Some(l)) => Some(
+            MetricsServer::adopt(l)
+                .map_err(|e| format!("cannot adopt the metrics listener: {e}"))?,
+        ),
+        (Some(addr), None) => Some(
+            bind_metrics(addr, config)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+        ),
+    };
+    if let Some(h) = metrics.as_ref().and_then(|m| m.handover_fd().ok()) {
+        handoff.push((Role::Metrics { owned: h.owned }, h.fd));
+    }
+    let daemon = Daemon::start_with(config, passed.inherited)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Started {
+        daemon,
+        control,
+        metrics,
+        handoff,
+    })
+}
+
+async fn serve(config: Config, mode: Mode, mut passed: Passed) -> u8 {
     let file_env = match &mode {
         Mode::File(env) => Some(env.clone()),
         Mode::Connect { .. } => None,
     };
-    let (mut term, mut int, mut hup) = match (
+    let (mut term, mut int, mut hup, mut usr2) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Ok(t), Ok(i), Ok(h), Ok(u)) => (t, i, h, u),
         _ => {
             error!("cannot install signal handlers");
             return exit::FAILURE;
         }
     };
-    // The control socket is bound before anything starts, like the ingresses: a path that
-    // cannot be used fails start-up before a session (or a ProxyCommand) is started.
-    let control = match file_env.is_some() {
-        false => None,
-        true => {
-            let path = &config.daemon.control_socket;
-            match ControlSocket::bind(path, config.daemon.control_socket_group.as_ref()).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    let e = format!("cannot create the control socket {}: {e}", path.display());
-                    error!(error = %e, "start-up failed");
-                    eprintln!("warren: {e}");
-                    return exit::FAILURE;
-                }
-            }
-        }
-    };
-    let metrics = match &config.daemon.metrics_listen {
-        None => None,
-        Some(addr) => match bind_metrics(addr, &config).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                let e = format!("cannot listen for metrics on {addr}: {e}");
-                error!(error = %e, "start-up failed");
-                eprintln!("warren: {e}");
-                return exit::FAILURE;
-            }
-        },
-    };
-    let mut daemon = match Daemon::start(&config).await {
-        Ok(d) => d,
+    let predecessor = passed.ready.take();
+    let Started {
+        mut daemon,
+        control,
+        metrics,
+        handoff,
+    } = match start(&config, file_env.is_some(), passed).await {
+        Ok(s) => s,
         Err(e) => {
             error!(error = %e, "start-up failed");
             eprintln!("warren: {e}");
@@ -133,21 +183,29 @@ async fn serve(config: Config, mode: Mode) -> u8 {
         }
     };
     let stop_control = CancellationToken::new();
-    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let (requests_tx, mut requests) = mpsc::channel(4);
     let control_task = control.map(|c| {
         tokio::spawn(c.serve(
             daemon.watch_control_state(),
-            Some(reload_tx),
+            Some(requests_tx),
             stop_control.clone(),
         ))
     });
     let metrics_task =
         metrics.map(|m| tokio::spawn(m.serve(daemon.watch_control_state(), stop_control.clone())));
+    if predecessor.is_some() {
+        upgrade::settle(&daemon).await;
+        systemd::main_pid();
+    }
     systemd::ready();
+    if let Some(predecessor) = predecessor {
+        upgrade::say_ready(predecessor);
+    }
     info!(
         config = %config.path.display(),
         hosts = daemon.hosts().len(),
         forwards = daemon.forwards().len(),
+        pid = std::process::id(),
         "ready"
     );
     let mut idle: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
@@ -173,6 +231,7 @@ async fn serve(config: Config, mode: Mode) -> u8 {
     let mut watchdog = systemd::Watchdog::from_env();
     let mut ticks = tokio::time::interval(watchdog.tick_every());
     let mut last_summary = String::new();
+    let mut handed_over = false;
     loop {
         tokio::select! {
             _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break }
@@ -182,10 +241,28 @@ async fn serve(config: Config, mode: Mode) -> u8 {
                 info!(signal = "SIGHUP", "reloading");
                 let _ = reload(&mut daemon, file_env.as_ref()).await;
             }
-            Some(reply) = reload_rx.recv() => {
-                info!("reloading on request");
-                let _ = reply.send(reload(&mut daemon, file_env.as_ref()).await);
+            _ = usr2.recv() => {
+                info!(signal = "SIGUSR2", "upgrading");
+                if upgrade(&daemon, &handoff, file_env.is_some()).await.is_ok() {
+                    handed_over = true;
+                    break;
+                }
             }
+            Some(request) = requests.recv() => match request {
+                DaemonRequest::Reload(reply) => {
+                    info!("reloading on request");
+                    let _ = reply.send(reload(&mut daemon, file_env.as_ref()).await);
+                }
+                DaemonRequest::Upgrade(reply) => {
+                    info!("upgrading on request");
+                    let outcome = upgrade(&daemon, &handoff, file_env.is_some()).await;
+                    handed_over = outcome.is_ok();
+                    let _ = reply.send(outcome);
+                    if handed_over {
+                        break;
+                    }
+                }
+            },
             _ = ticks.tick() => {
                 watchdog.tick();
                 let summary = daemon.summary();
@@ -196,7 +273,14 @@ async fn serve(config: Config, mode: Mode) -> u8 {
             }
         }
     }
-    systemd::stopping();
+    if handed_over {
+        // The new process serves the sockets now: none is removed, systemd is not told.
+        crate::handover::mark_handed_over();
+        info!("handed over to the new process; draining");
+    } else {
+        systemd::stopping();
+    }
+    drop(handoff);
     stop_control.cancel();
     if let Some(task) = control_task {
         let _ = task.await;
@@ -206,8 +290,27 @@ async fn serve(config: Config, mode: Mode) -> u8 {
     }
     let grace = daemon.config().daemon.shutdown_grace;
     daemon.shutdown(grace).await;
-    info!("stopped");
+    info!(pid = std::process::id(), "stopped");
     exit::OK
+}
+
+/// Starts a new process of the binary with every socket; `Ok(pid)` once it is ready (this
+/// one then drains), else why not (this one keeps serving).
+async fn upgrade(daemon: &Daemon, handoff: &[(Role, OwnedFd)], from_file: bool) -> UpgradeOutcome {
+    if !from_file {
+        warn!("an upgrade needs `warren run`: `warren connect` has no file to start from");
+        return Err("an upgrade needs `warren run`".into());
+    }
+    match upgrade::hand_over(daemon, handoff).await {
+        Ok(successor) => {
+            info!(pid = successor.pid, "upgrade: the new process is ready");
+            Ok(successor.pid)
+        }
+        Err(e) => {
+            error!(error = %e, "upgrade failed; this process keeps serving");
+            Err(e)
+        }
+    }
 }
 
 /// Binds `[daemon] metrics_listen`; a Unix socket gets the control socket's mode and group.

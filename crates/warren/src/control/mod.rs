@@ -49,8 +49,17 @@ pub struct ControlState {
 /// The result of a reload: the changes applied, or the problems of the rejected file.
 pub type ReloadOutcome = Result<Vec<String>, Vec<String>>;
 
-/// A reload asked for on the control socket; the daemon's main loop answers on `reply`.
-pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
+/// The result of an upgrade: the new process's id, or why it did not take over.
+pub type UpgradeOutcome = Result<u32, String>;
+
+/// What the control socket asks of the daemon's main loop, which answers on the sender.
+#[derive(Debug)]
+pub enum DaemonRequest {
+    /// Re-read the file and apply the difference.
+    Reload(oneshot::Sender<ReloadOutcome>),
+    /// Hand everything over to a new process.
+    Upgrade(oneshot::Sender<UpgradeOutcome>),
+}
 
 /// A bound control socket; the file is removed on drop.
 pub struct ControlSocket {
@@ -88,12 +97,29 @@ impl ControlSocket {
         })
     }
 
+    /// Adopts the control socket `listener` at `path`, handed over by the process an upgrade
+    /// replaces.
+    pub fn adopt(listener: std::os::unix::net::UnixListener, path: &Path) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: UnixListener::from_std(listener)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A duplicate of the socket's descriptor, for an upgrade.
+    pub fn handover_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
     /// Answers requests until `stop` fires; each client is served in its own task. Status
-    /// comes from `state` (replaced on every reload); reloads go to `reload` when given.
+    /// comes from `state` (replaced on every reload); reloads and upgrades go to `requests`
+    /// when given.
     pub async fn serve(
         self,
         state: watch::Receiver<ControlState>,
-        reload: Option<mpsc::Sender<ReloadRequest>>,
+        requests: Option<mpsc::Sender<DaemonRequest>>,
         stop: CancellationToken,
     ) {
         let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
@@ -107,9 +133,9 @@ impl ControlSocket {
             };
             match accepted {
                 (Ok(permit), Ok((stream, _))) => {
-                    let (state, reload) = (state.clone(), reload.clone());
+                    let (state, requests) = (state.clone(), requests.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &state, reload.as_ref()).await {
+                        if let Err(e) = answer(stream, &state, requests.as_ref()).await {
                             debug!(error = %e, "control client dropped");
                         }
                         drop(permit);
@@ -127,6 +153,9 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
+        if crate::handover::handed_over() {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -134,7 +163,7 @@ impl Drop for ControlSocket {
 async fn answer(
     stream: UnixStream,
     state: &watch::Receiver<ControlState>,
-    reload: Option<&mpsc::Sender<ReloadRequest>>,
+    requests: Option<&mpsc::Sender<DaemonRequest>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64 + 1));
@@ -143,7 +172,7 @@ async fn answer(
         Err(_) => Response::refused("request not received within 5s"),
         Ok(Err(e)) => Response::refused(format!("unreadable request: {e}")),
         Ok(Ok(_)) if line.len() > MAX_REQUEST => Response::refused("request too large"),
-        Ok(Ok(_)) => handle(line.trim(), state, reload).await,
+        Ok(Ok(_)) => handle(line.trim(), state, requests).await,
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
@@ -169,7 +198,7 @@ async fn answer(
 async fn handle(
     line: &str,
     state: &watch::Receiver<ControlState>,
-    reload: Option<&mpsc::Sender<ReloadRequest>>,
+    requests: Option<&mpsc::Sender<DaemonRequest>>,
 ) -> Response {
     let request = match Request::parse(line) {
         Ok(r) => r,
@@ -177,11 +206,11 @@ async fn handle(
     };
     match request {
         Request::Reload => {
-            let Some(reload) = reload else {
+            let Some(requests) = requests else {
                 return Response::refused("this daemon has no file to reload");
             };
             let (tx, rx) = oneshot::channel();
-            if reload.send(tx).await.is_err() {
+            if requests.send(DaemonRequest::Reload(tx)).await.is_err() {
                 return Response::refused("the daemon is stopping");
             }
             match rx.await {
@@ -195,6 +224,23 @@ async fn handle(
                         "the new configuration was rejected; the running one is kept",
                     )
                 },
+                Err(_) => Response::refused("the daemon is stopping"),
+            }
+        }
+        Request::Upgrade => {
+            let Some(requests) = requests else {
+                return Response::refused("this daemon cannot be upgraded");
+            };
+            let (tx, rx) = oneshot::channel();
+            if requests.send(DaemonRequest::Upgrade(tx)).await.is_err() {
+                return Response::refused("the daemon is stopping");
+            }
+            match rx.await {
+                Ok(Ok(pid)) => Response {
+                    pid: Some(pid),
+                    ..Response::done()
+                },
+                Ok(Err(why)) => Response::refused(why),
                 Err(_) => Response::refused("the daemon is stopping"),
             }
         }

@@ -1,5 +1,6 @@
 //! The control protocol, typed: one JSON request per connection (`{"request": "status"}`,
-//! `{"request": "reload"}`, `{"request": "reconnect", "host": NAME}`) and one JSON answer
+//! `{"request": "reload"}`, `{"request": "reconnect", "host": NAME}`, `{"request": "upgrade"}`)
+//! and one JSON answer
 //! (`{"ok": true, ...}` or `{"ok": false, "error": ...}`).
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ pub enum Request {
         /// The host's name.
         host: String,
     },
+    /// Hand everything over to a new process of the binary (upgrade in place).
+    Upgrade,
 }
 
 /// A request as it may arrive: anything with a `request` field (so that an unknown or
@@ -37,6 +40,7 @@ impl Request {
         match wire.request.as_deref() {
             Some("status") => Ok(Self::Status),
             Some("reload") => Ok(Self::Reload),
+            Some("upgrade") => Ok(Self::Upgrade),
             Some("reconnect") => match wire.host {
                 Some(host) => Ok(Self::Reconnect { host }),
                 None => Err("a reconnect request names no \"host\"".into()),
@@ -64,6 +68,9 @@ pub struct Response {
     /// For a rejected `reload`: the problems of the new file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
+    /// For `upgrade`: the new process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 impl Response {

@@ -3,7 +3,6 @@
 //! supervisor, stopped alone on a reload, and all of them drained on shutdown.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -11,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::listener::Listener;
+use super::listener::{HandoverFd, Listener};
 use super::{Context, ForwardRuntime, ForwardState, dynamic, local, remote};
 use crate::config::{BindAddr, Config, ForwardConfig, ForwardSpec};
+pub use crate::handover::Inherited;
 use crate::session::{Backoff, HostHandle};
 
 /// How long a stopped forward's task may take to release its ingress.
@@ -21,9 +21,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(5);
 /// Retry delays of an ingress that a reload added and that could not be bound.
 const REBIND_MIN: Duration = Duration::from_secs(1);
 const REBIND_MAX: Duration = Duration::from_secs(30);
-
-/// TCP listeners bound already (by a service manager or a test), by address.
-pub type Inherited = HashMap<SocketAddr, std::net::TcpListener>;
 
 /// Start-up failures that stop the daemon before it is ready.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +35,9 @@ pub enum StartError {
         /// Why (in the message, so not also a `source`: a chain would print it twice).
         error: std::io::Error,
     },
+    /// A socket systemd passed that no forward takes.
+    #[error("{0}")]
+    Unmatched(String),
 }
 
 /// The ingress of a forward being started.
@@ -58,7 +58,13 @@ struct Running {
     cut: CancellationToken,
     /// Its task; its end releases the ingress.
     task: JoinHandle<()>,
+    /// A duplicate of its listening socket once bound, for an upgrade.
+    handover: HandoverSlot,
 }
+
+/// Where a forward keeps the duplicate of its listening socket; dropped with the forward, so
+/// a stopped forward's socket closes.
+type HandoverSlot = std::sync::Arc<std::sync::Mutex<Option<HandoverFd>>>;
 
 /// The running forwards.
 pub struct Forwards {
@@ -84,7 +90,8 @@ impl Forwards {
     }
 
     /// Binds the ingress of every forward of `config` on this machine, adopting the
-    /// `inherited` listeners; nothing stays bound when one fails.
+    /// `inherited` listeners; nothing stays bound when one fails, or when systemd passed a
+    /// socket that no forward takes.
     pub async fn bind_all(
         config: &Config,
         inherited: &mut Inherited,
@@ -92,7 +99,7 @@ impl Forwards {
         let mut bound = HashMap::new();
         for f in &config.forwards {
             let Some(addr) = ingress_of(f) else { continue };
-            let listener = bind(addr, f.socket_mode, inherited)
+            let listener = bind(f, addr, inherited)
                 .await
                 .map_err(|error| StartError::Bind {
                     forward: f.name.clone(),
@@ -100,6 +107,9 @@ impl Forwards {
                     error,
                 })?;
             bound.insert(f.name.clone(), listener);
+        }
+        if let Some(unmatched) = inherited.unmatched() {
+            return Err(StartError::Unmatched(unmatched));
         }
         Ok(bound)
     }
@@ -109,7 +119,7 @@ impl Forwards {
     pub async fn bind_or_retry(f: &ForwardConfig, inherited: &mut Inherited) -> Ingress {
         match ingress_of(f) {
             None => Ingress::None,
-            Some(addr) => match bind(addr, f.socket_mode, inherited).await {
+            Some(addr) => match bind(f, addr, inherited).await {
                 Ok(l) => Ingress::Bound(l),
                 Err(e) => Ingress::Retry(addr.clone(), format!("cannot listen on {addr}: {e}")),
             },
@@ -123,6 +133,10 @@ impl Forwards {
             _ => None,
         };
         let runtime = ForwardRuntime::new(f.clone(), bound);
+        let handover = HandoverSlot::default();
+        if let Ingress::Bound(l) = &ingress {
+            keep_handover_fd(&handover, l);
+        }
         let cx = Context {
             forward: runtime.clone(),
             host,
@@ -143,13 +157,21 @@ impl Forwards {
                     st.state = ForwardState::Failed;
                     st.last_error = Some(error);
                 });
-                self.tasks.spawn(rebind(cx, addr).instrument(span))
+                let slot = handover.clone();
+                self.tasks.spawn(rebind(cx, addr, slot).instrument(span))
             }
             ingress => self.tasks.spawn(run(cx, ingress).instrument(span)),
         };
         self.list.push(runtime);
-        self.running
-            .insert(f.name.clone(), Running { stop, cut, task });
+        self.running.insert(
+            f.name.clone(),
+            Running {
+                stop,
+                cut,
+                task,
+                handover,
+            },
+        );
     }
 
     /// Stops forward `name`: its ingress closes (its remote listener is cancelled) and its
@@ -165,6 +187,23 @@ impl Forwards {
             warn!(forward = %name, "the forward did not stop in time");
         }
         info!(forward = %name, "forward stopped");
+    }
+
+    /// Duplicates of the listening sockets of the forwards bound here, by forward name, for
+    /// an upgrade to hand over.
+    pub fn handover_fds(&self) -> Vec<(String, HandoverFd)> {
+        self.running
+            .iter()
+            .filter_map(|(name, r)| {
+                let slot = r
+                    .handover
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let h = slot.as_ref()?;
+                let fd = h.fd.try_clone().ok()?;
+                Some((name.clone(), HandoverFd { fd, owned: h.owned }))
+            })
+            .collect()
     }
 
     /// Puts the forwards in the order of `config` (status lists them in file order).
@@ -196,6 +235,14 @@ impl Forwards {
     /// Stops accepting everywhere, lets open connections finish for up to `grace`, then cuts
     /// the rest.
     pub async fn drain(&self, grace: Duration) {
+        // The duplicates kept for an upgrade would hold the ingresses open (queueing
+        // connections nobody accepts): close them with the listeners.
+        for r in self.running.values() {
+            r.handover
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
         self.stop_accepting.cancel();
         self.connections.close();
         let open = self.connections.len();
@@ -224,13 +271,20 @@ fn ingress_of(f: &ForwardConfig) -> Option<&BindAddr> {
     }
 }
 
-/// Binds `addr`, adopting the listener of `inherited` bound there already, if any.
-async fn bind(addr: &BindAddr, mode: u32, inherited: &mut Inherited) -> std::io::Result<Listener> {
-    let adopt = match addr {
-        BindAddr::Tcp(a) => inherited.remove(a),
-        BindAddr::Unix(_) => None,
-    };
-    Listener::bind(addr, mode, adopt).await
+/// Binds `addr` for `f`, or adopts the listener `inherited` has for it.
+async fn bind(
+    f: &ForwardConfig,
+    addr: &BindAddr,
+    inherited: &mut Inherited,
+) -> std::io::Result<Listener> {
+    match inherited.take(f, addr) {
+        Some(passed) => {
+            let l = Listener::adopt(passed)?;
+            info!(forward = %f.name, listen = %l.local_addr()?, "adopted a passed listener");
+            Ok(l)
+        }
+        None => Listener::bind(addr, f.socket_mode, None).await,
+    }
 }
 
 /// Runs a forward of any kind until it is stopped: the one place that tells the kinds apart.
@@ -259,9 +313,21 @@ fn listen_of(cx: &Context) -> String {
         .map_or_else(|| cx.forward.config.spec.listen_text(), ToString::to_string)
 }
 
+/// Keeps a duplicate of `listener`'s descriptor for an upgrade to hand over.
+fn keep_handover_fd(slot: &HandoverSlot, listener: &Listener) {
+    match listener.handover_fd() {
+        Ok(fd) => {
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fd);
+        }
+        Err(e) => warn!(error = %e, "cannot keep the ingress for an upgrade"),
+    }
+}
+
 /// A forward added by a reload whose ingress could not be bound: failed in status, and bound
 /// again with backoff until it works or the forward stops.
-async fn rebind(cx: Context, addr: BindAddr) {
+async fn rebind(cx: Context, addr: BindAddr, handover: HandoverSlot) {
     let mut backoff = Backoff::new(REBIND_MIN, REBIND_MAX);
     let listener = loop {
         tokio::select! {
@@ -278,6 +344,7 @@ async fn rebind(cx: Context, addr: BindAddr) {
         }
     };
     info!(listen = %addr, "ingress bound after all");
+    keep_handover_fd(&handover, &listener);
     cx.forward.set_status(|st| {
         st.state = ForwardState::Waiting;
         st.last_error = None;

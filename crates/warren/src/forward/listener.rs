@@ -13,14 +13,25 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 
 use crate::config::BindAddr;
+use crate::handover::PassedListener;
 
 /// A bound ingress.
 #[derive(Debug)]
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// Unix-domain socket; the file is removed when the listener drops.
-    Unix(UnixListener, PathBuf),
+    /// Unix-domain socket at its path; the file is removed when the listener drops if this
+    /// process made it (not one systemd passed) and has not handed it to a successor.
+    Unix(UnixListener, PathBuf, bool),
+}
+
+/// A duplicate of a listening socket's descriptor, to hand to the process an upgrade starts.
+#[derive(Debug)]
+pub struct HandoverFd {
+    /// The descriptor.
+    pub fd: std::os::fd::OwnedFd,
+    /// For a Unix socket: whether this process made the file (and its successor removes it).
+    pub owned: bool,
 }
 
 /// An accepted connection.
@@ -33,25 +44,25 @@ pub enum Stream {
 }
 
 impl Listener {
-    /// Binds `addr`, or adopts `inherited` when the caller already bound that address
-    /// (as a service manager or a test would). A Unix socket gets `mode` (see [`bind_unix`]),
-    /// on a blocking thread: probing a stale socket connects to it, which can block.
-    pub async fn bind(
-        addr: &BindAddr,
-        mode: u32,
-        inherited: Option<std::net::TcpListener>,
-    ) -> io::Result<Self> {
-        match inherited {
-            Some(l) => {
+    /// Adopts a listener bound already (by systemd, the process this one replaces, or a
+    /// test).
+    pub fn adopt(passed: PassedListener) -> io::Result<Self> {
+        match passed {
+            PassedListener::Tcp(l) => {
                 l.set_nonblocking(true)?;
                 Ok(Self::Tcp(TcpListener::from_std(l)?))
             }
-            None => Self::bind_with_group(addr, mode, None).await,
+            PassedListener::Unix(l, path, owned) => {
+                l.set_nonblocking(true)?;
+                Ok(Self::Unix(UnixListener::from_std(l)?, path, owned))
+            }
         }
     }
 
-    /// Binds `addr`; a Unix socket gets `mode` and, when given, the group `gid`.
-    pub async fn bind_with_group(addr: &BindAddr, mode: u32, gid: Option<u32>) -> io::Result<Self> {
+    /// Binds `addr`; a Unix socket gets `mode` and, when given, the group `gid` (see
+    /// [`bind_unix`]), on a blocking thread: probing a stale socket connects to it, which can
+    /// block.
+    pub async fn bind(addr: &BindAddr, mode: u32, gid: Option<u32>) -> io::Result<Self> {
         match addr {
             BindAddr::Tcp(sock) => {
                 let socket = if sock.is_ipv4() {
@@ -69,16 +80,26 @@ impl Listener {
                     .await
                     .map_err(io::Error::other)??;
                 std.set_nonblocking(true)?;
-                Ok(Self::Unix(UnixListener::from_std(std)?, path.clone()))
+                Ok(Self::Unix(UnixListener::from_std(std)?, path.clone(), true))
             }
         }
+    }
+
+    /// A duplicate of the descriptor, for an upgrade.
+    pub fn handover_fd(&self) -> io::Result<HandoverFd> {
+        use std::os::fd::AsFd;
+        let (fd, owned) = match self {
+            Self::Tcp(l) => (l.as_fd().try_clone_to_owned()?, false),
+            Self::Unix(l, _, owned) => (l.as_fd().try_clone_to_owned()?, *owned),
+        };
+        Ok(HandoverFd { fd, owned })
     }
 
     /// The address as bound (the real port when the caller asked for port 0).
     pub fn local_addr(&self) -> io::Result<BindAddr> {
         match self {
             Self::Tcp(l) => Ok(BindAddr::Tcp(l.local_addr()?)),
-            Self::Unix(_, path) => Ok(BindAddr::Unix(path.clone())),
+            Self::Unix(_, path, _) => Ok(BindAddr::Unix(path.clone())),
         }
     }
 
@@ -90,7 +111,7 @@ impl Listener {
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), originator(peer)))
             }
-            Self::Unix(l, _) => {
+            Self::Unix(l, _, _) => {
                 let (s, _) = l.accept().await?;
                 Ok((Stream::Unix(s), ("127.0.0.1".to_string(), 0)))
             }
@@ -100,7 +121,9 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Self::Unix(_, path) = self {
+        if let Self::Unix(_, path, true) = self
+            && !crate::handover::handed_over()
+        {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -248,9 +271,7 @@ mod tests {
     async fn inherited_tcp_listener_is_adopted() {
         let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std_l.local_addr().unwrap();
-        let l = Listener::bind(&BindAddr::Tcp(addr), 0o600, Some(std_l))
-            .await
-            .unwrap();
+        let l = Listener::adopt(PassedListener::Tcp(std_l)).unwrap();
         assert_eq!(l.local_addr().unwrap(), BindAddr::Tcp(addr));
         let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
         let (_s, (ip, port)) = l.accept().await.unwrap();

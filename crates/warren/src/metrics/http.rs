@@ -39,8 +39,20 @@ impl MetricsServer {
     /// Binds `addr`; a Unix socket gets `mode` (and the group `gid`, when given).
     pub async fn bind(addr: &BindAddr, mode: u32, gid: Option<u32>) -> std::io::Result<Self> {
         Ok(Self {
-            listener: Listener::bind_with_group(addr, mode, gid).await?,
+            listener: Listener::bind(addr, mode, gid).await?,
         })
+    }
+
+    /// Adopts the listener handed over by the process an upgrade replaces.
+    pub fn adopt(passed: crate::handover::PassedListener) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: Listener::adopt(passed)?,
+        })
+    }
+
+    /// A duplicate of the listener's descriptor, for an upgrade.
+    pub fn handover_fd(&self) -> std::io::Result<crate::forward::listener::HandoverFd> {
+        self.listener.handover_fd()
     }
 
     /// Where it listens (the real port when port 0 was asked for).

@@ -45,6 +45,7 @@ pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
             json: args.json,
             exit_when_idle: args.exit_when_idle,
         },
+        crate::handover::Passed::default(),
     )
 }
 
