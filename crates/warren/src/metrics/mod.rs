@@ -69,7 +69,14 @@ fn histograms<'a>(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, h) in samples {
-        let (sum, count, buckets) = h.snapshot();
+        let (sum, count, mut buckets) = h.snapshot();
+        // prometheus-client writes `le="+Inf"` only for f64::MAX, the last bound of its own
+        // histograms; f64::INFINITY would come out as `le="inf"`, which OpenMetrics rejects.
+        for (bound, _) in &mut buckets {
+            if *bound == f64::INFINITY {
+                *bound = f64::MAX;
+            }
+        }
         metric
             .encode_family(&labels)?
             .encode_histogram::<Labels<'_>>(sum, count, &buckets, None)?;
@@ -277,5 +284,40 @@ fn state_name(s: &HostState) -> &'static str {
         HostState::Up => "up",
         HostState::Backoff { .. } => "backoff",
         HostState::Failed { .. } => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// One histogram family with one series.
+    #[derive(Debug)]
+    struct One(Histogram);
+
+    impl Collector for One {
+        fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+            histograms(&mut e, "t_seconds", "test", [(one("host", "h"), &self.0)])
+        }
+    }
+
+    #[test]
+    fn histograms_end_with_the_openmetrics_inf_bucket() {
+        let h = Histogram::default();
+        h.observe(Duration::from_secs(60));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(One(h)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(
+            out.contains("t_seconds_bucket{le=\"30.0\",host=\"h\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_seconds_bucket{le=\"+Inf\",host=\"h\"} 1\n"),
+            "{out}"
+        );
+        assert!(!out.contains("le=\"inf\""), "{out}");
     }
 }
