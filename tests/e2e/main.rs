@@ -19,6 +19,7 @@ mod limits;
 mod liveness;
 mod local_forward;
 mod logs;
+mod metrics;
 mod names_and_sockets;
 mod netns;
 mod reload;

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::transfer::{Digest, random_digest, read_digest, write_random};
-use super::util::{bind_loopback, within};
+use super::util::{bind_loopback, rebind_loopback, within};
 
 /// Any byte stream a peer can serve.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -138,6 +138,31 @@ impl PeerServer {
                 (Listener::Unix(l), PeerAddr::Unix(path), Some(dir))
             }
         };
+        Ok(Self::serve(listener, addr, dir, handler))
+    }
+
+    /// Like [`PeerServer::start`] on `127.0.0.1:port` again, a port an earlier peer of this
+    /// test was given (its listener must be gone: dropping a peer closes it shortly after).
+    pub fn start_at<F, Fut>(port: u16, handler: F) -> anyhow::Result<Self>
+    where
+        F: Fn(BoxStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let l = rebind_loopback(port)?;
+        let addr = l.local_addr().context("local address")?;
+        Ok(Self::serve(
+            Listener::Tcp(l),
+            PeerAddr::Tcp(addr),
+            None,
+            handler,
+        ))
+    }
+
+    fn serve<F, Fut>(listener: Listener, addr: PeerAddr, dir: Option<TempDir>, handler: F) -> Self
+    where
+        F: Fn(BoxStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
         let task = tokio::spawn(async move {
@@ -154,12 +179,12 @@ impl PeerServer {
                 while tasks.try_join_next().is_some() {}
             }
         });
-        Ok(PeerServer {
+        PeerServer {
             addr,
             connections,
             task,
             _dir: dir,
-        })
+        }
     }
 
     /// Where the peer listens.
@@ -185,14 +210,21 @@ pub struct EchoServer(PeerServer);
 impl EchoServer {
     /// Starts an echo server.
     pub async fn start(transport: Transport) -> anyhow::Result<Self> {
-        PeerServer::start(transport, |stream| async move {
-            let (mut reader, mut writer) = tokio::io::split(stream);
-            if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
-                let _ = writer.shutdown().await;
-            }
-        })
-        .await
-        .map(EchoServer)
+        PeerServer::start(transport, echo).await.map(EchoServer)
+    }
+
+    /// Starts an echo server on `127.0.0.1:port` again, after an earlier one of this test
+    /// that had that port was dropped (see [`PeerServer::start_at`]).
+    pub fn start_at(port: u16) -> anyhow::Result<Self> {
+        PeerServer::start_at(port, echo).map(EchoServer)
+    }
+}
+
+/// What an echo server does with a connection.
+async fn echo(stream: BoxStream) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
+        let _ = writer.shutdown().await;
     }
 }
 

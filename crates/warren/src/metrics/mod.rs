@@ -69,7 +69,20 @@ fn histograms<'a>(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, h) in samples {
-        let (sum, count, buckets) = h.snapshot();
+        let (sum, count, cumulative) = h.snapshot();
+        // The snapshot is cumulative and ends with f64::INFINITY. prometheus-client's encoder
+        // takes each bucket's own count (it adds them up itself), and writes `le="+Inf"` only
+        // for f64::MAX, the last bound of its own histograms (f64::INFINITY would come out as
+        // `le="inf"`, which OpenMetrics rejects).
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = cumulative
+            .into_iter()
+            .map(|(bound, n)| {
+                let own = n.saturating_sub(below);
+                below = n;
+                (if bound.is_infinite() { f64::MAX } else { bound }, own)
+            })
+            .collect();
         metric
             .encode_family(&labels)?
             .encode_histogram::<Labels<'_>>(sum, count, &buckets, None)?;
@@ -277,5 +290,46 @@ fn state_name(s: &HostState) -> &'static str {
         HostState::Up => "up",
         HostState::Backoff { .. } => "backoff",
         HostState::Failed { .. } => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// One histogram family with one series.
+    #[derive(Debug)]
+    struct One(Histogram);
+
+    impl Collector for One {
+        fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+            histograms(&mut e, "t_seconds", "test", [(one("host", "h"), &self.0)])
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_once_and_end_with_the_openmetrics_inf_bucket() {
+        let h = Histogram::default();
+        for ms in [1, 3, 60_000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(One(h)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for (le, n) in [
+            ("0.0005", 0),
+            ("0.001", 1),
+            ("0.0025", 1),
+            ("0.005", 2),
+            ("30.0", 2),
+            ("+Inf", 3),
+        ] {
+            let line = format!("t_seconds_bucket{{le=\"{le}\",host=\"h\"}} {n}\n");
+            assert!(out.contains(&line), "{line:?} in:\n{out}");
+        }
+        assert!(out.contains("t_seconds_count{host=\"h\"} 3\n"), "{out}");
+        assert!(!out.contains("le=\"inf\""), "{out}");
     }
 }
