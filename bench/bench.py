@@ -7,7 +7,8 @@ One throwaway sshd (fresh keys in a temp dir) serves every client. Each figure i
 min and max, with the ratio warren/OpenSSH of the medians.
 
 Figures: throughput (iperf3) through -L both ways and with 8 streams, through -R, an HTTP
-download through -D; new connection + 1-byte echo + close latency (p50/p99) through -L, -R
+download through -D; with `--only ciphers`, -L one stream up and down for each cipher warren
+offers by default (warren with `ciphers = "NAME"` against `ssh -N -c NAME`); new connection + 1-byte echo + close latency (p50/p99) through -L, -R
 and -D; client RSS idle and per idle connection with 1 000 and 10 000 connections held
 through one forward; cold start (launch to first byte echoed); recovery after the server
 session is killed or frozen (warren against autossh -M 0, same keepalive settings).
@@ -35,6 +36,9 @@ import time
 
 LOOP = "127.0.0.1"
 AES = "aes128-gcm@openssh.com"
+# The ciphers warren offers by default, in its order (crates/warren/src/config/algorithms.rs).
+CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+           "aes128-ctr", "aes192-ctr", "aes256-ctr"]
 
 # ---------------------------------------------------------------------------------------
 # helper servers (run as separate processes: `bench.py --echo-server` / `--http-server F`)
@@ -300,6 +304,8 @@ class Bench:
         self.results = {}  # figure -> client -> list of values
         self.notes = []
         self.ciphers = {}
+        self.cipher_results = {}  # cipher -> (direction, figure, client) -> list of values
+        self.cipher_macs = {}  # (cipher, client) -> MAC sshd negotiated
         self.loads = []
         self.seq = 0
 
@@ -434,9 +440,10 @@ Match all
     # -- clients -------------------------------------------------------------------------
 
     def start(self, kind, forwards=("L_iperf", "L_echo", "D", "R_iperf", "R_echo"),
-              keepalive=None, reconnect_min=None, ready=True, slow=False):
+              keepalive=None, reconnect_min=None, ready=True, slow=False, cipher=None):
         """Starts a client; `forwards` names what it carries. Returns when every forward
-        works (unless ready=False: then right after launch, for the cold-start figure)."""
+        works (unless ready=False: then right after launch, for the cold-start figure).
+        `cipher`: the only cipher offered (warren `ciphers = "NAME"`, ssh `-c NAME`)."""
         self.seq += 1
         n = self.seq
         ports = {}
@@ -457,6 +464,8 @@ Match all
                          f"keepalive_count_max = {keepalive[1]}"]
             if reconnect_min:
                 host.append(f'reconnect_min = "{reconnect_min}"')
+            if cipher:
+                host.append(f'ciphers = "{cipher}"')
             text = (f'[daemon]\ncontrol_socket = "{self.tmp}/warren-{n}.sock"\n'
                     f'shutdown_grace = "1s"\n\n[hosts.bench]\n' + "\n".join(host) + "\n")
             for fw in forwards:
@@ -488,6 +497,10 @@ Match all
                     "-o", "ExitOnForwardFailure=yes", "-o", "UpdateHostKeys=no"]
             if kind == "ssh-aes":
                 cmd += ["-c", AES]
+            if cipher:
+                cmd += ["-c", cipher]
+                if self.args.ssh_mac:
+                    cmd += ["-m", self.args.ssh_mac]
             if keepalive:
                 cmd += ["-o", f"ServerAliveInterval={keepalive[0]}",
                         "-o", f"ServerAliveCountMax={keepalive[1]}"]
@@ -552,8 +565,13 @@ Match all
             time.sleep(0.05)
 
     def cipher_of(self, c_start_offset):
-        m = re.search(r"kex: client->server cipher: (\S+)", self.sshd_text(c_start_offset))
-        return m.group(1) if m else "?"
+        return self.negotiated(c_start_offset)[0]
+
+    def negotiated(self, c_start_offset):
+        """(cipher, MAC) of the first key exchange sshd logged after the offset."""
+        m = re.search(r"kex: client->server cipher: (\S+) MAC: (\S+)",
+                      self.sshd_text(c_start_offset))
+        return (m.group(1), m.group(2)) if m else ("?", "?")
 
     def server_pids(self, c):
         """The sshd processes holding the server end of client `c`'s session."""
@@ -617,6 +635,42 @@ Match all
         for name, k, v in cpu:
             self.record(name, k, v)
         self.cl = cl
+
+    def cipher_group(self):
+        """-L one stream up and down for each cipher: warren with `ciphers = "NAME"` beside
+        `ssh -N -c NAME`, through the same sshd. Every client is started first (the cipher
+        each negotiated checked in sshd's log: another one fails the run); then each
+        repetition goes through every cipher, the clients taking turns, so that a change of
+        load on a shared machine spreads over all ciphers instead of falling on the last."""
+        a = self.args
+        kinds = self.kinds(["warren", "ssh"])
+        cl = {}
+        try:
+            for cipher in a.ciphers:
+                for k in kinds:
+                    off = self.sshd_offset()
+                    cl[cipher, k] = self.start(k, forwards=("L_iperf", "L_echo"), cipher=cipher)
+                    got, mac = self.negotiated(off)
+                    if got != cipher:
+                        raise Failed(f"{k} negotiated {got}, not {cipher}")
+                    self.cipher_macs[cipher, k] = mac
+                    log(f"ciphers: {k} with {cipher} (MAC {mac}) ready")
+            for rep in range(a.reps):
+                for cipher in a.ciphers:
+                    per = self.cipher_results.setdefault(cipher, {})
+                    for direction, kw in (("up", dict()), ("down", dict(reverse=True))):
+                        for k in self.turns(kinds, rep):
+                            c = cl[cipher, k]
+                            c0 = cpu_seconds(c.pid)
+                            v, moved = iperf(c.ports["L_iperf"], a.seconds, **kw)
+                            per_gib = (cpu_seconds(c.pid) - c0) / (moved / 2**30)
+                            per.setdefault((direction, "gbit", k), []).append(v / 1e9)
+                            per.setdefault((direction, "cpu", k), []).append(per_gib)
+                            log(f"  {cipher} {direction} {k}: {v / 1e9:.2f} Gbit/s, "
+                                f"client CPU {per_gib:.3f} s/GiB")
+        finally:
+            for c in cl.values():
+                self.stop(c.proc)
 
     def rtt(self):
         """Throughput over a link with a round-trip time (a delay proxy in front of sshd):
@@ -792,27 +846,48 @@ Match all
 
     def report(self, header):
         out = list(header)
-        out.append("")
+        if self.results:
+            out.append("")
+            out.extend(self.main_table())
+        if self.cipher_results:
+            out.append("")
+            out.extend(self.cipher_table())
+        if self.notes:
+            out.append("")
+            out.extend(f"- note: {n}" for n in self.notes)
+        return "\n".join(out)
+
+    def cipher_table(self):
+        """One row per cipher: -L one stream up and down, each client's Gbit/s and the ratio
+        warren/ssh of the medians; then the same for the client's CPU seconds per GiB."""
+        kinds = self.kinds(["warren", "ssh"])
+        names = {"warren": "warren", "ssh": "ssh -c", "before": "warren before"}
+        out = []
+        for fig, title, digits in (("gbit", "Gbit/s", 2), ("cpu", "client CPU per GiB (s)", 3)):
+            cols = []
+            for d in ("up", "down"):
+                cols += [f"-L {d}, {names[k]}" for k in kinds] + [f"{d} warren/ssh"]
+            mac = " | MAC (warren, ssh)" if fig == "gbit" else ""
+            out.append(f"| cipher, {title}{mac} | " + " | ".join(cols) + " |")
+            out.append("|---" * (len(cols) + 1 + (1 if mac else 0)) + "|")
+            for cipher, per in self.cipher_results.items():
+                row = [cipher]
+                if mac:
+                    row.append(", ".join(self.cipher_macs.get((cipher, k), "?") for k in kinds))
+                for d in ("up", "down"):
+                    row += [cell(per.get((d, fig, k)), digits) for k in kinds]
+                    row.append(ratio(per.get((d, fig, "warren")), per.get((d, fig, "ssh"))))
+                out.append("| " + " | ".join(row) + " |")
+            out.append("")
+        return out[:-1]
+
+    def main_table(self):
+        out = []
         before = bool(self.args.before)
         out.append("| figure | warren | OpenSSH (default cipher) | warren/OpenSSH "
                    f"| OpenSSH -c {AES} | warren/OpenSSH-aes |"
                    + (" warren before | warren/before |" if before else ""))
         out.append("|---|---|---|---|---|---|" + ("---|---|" if before else ""))
-
-        def cell(vals, digits):
-            if not vals:
-                return "—"
-            med = statistics.median(vals)
-            if len(vals) == 1:
-                return f"{med:.{digits}f}"
-            return f"{med:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
-
-        def ratio(a, b):
-            if not a or not b:
-                return "—"
-            mb = statistics.median(b)
-            return f"{statistics.median(a) / mb:.2f}" if mb else "—"
-
         for fig, per in self.results.items():
             unit = fig.rsplit("(", 1)[-1].rstrip(")")
             digits = {"Gbit/s": 2, "µs": 0, "ms": 1, "KiB": 1, "MiB": 2, "s": 3}.get(unit, 2)
@@ -829,10 +904,25 @@ Match all
                        f"{ratio(per.get('warren'), per.get('ssh-aes'))} |"
                        + (f" {cell(per.get('before'), digits)} | "
                           f"{ratio(per.get('warren'), per.get('before'))} |" if before else ""))
-        if self.notes:
-            out.append("")
-            out.extend(f"- note: {n}" for n in self.notes)
-        return "\n".join(out)
+        return out
+
+
+def cell(vals, digits):
+    """Median (min–max) of `vals`."""
+    if not vals:
+        return "—"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+
+def ratio(a, b):
+    """Ratio of the medians of `a` and `b`."""
+    if not a or not b:
+        return "—"
+    mb = statistics.median(b)
+    return f"{statistics.median(a) / mb:.2f}" if mb else "—"
 
 
 # ---------------------------------------------------------------------------------------
@@ -1046,8 +1136,12 @@ def main():
                     help="connect+echo iterations per latency figure (default 1000)")
     ap.add_argument("--http-mib", type=int, help="size of the HTTP download (default 2048)")
     ap.add_argument("--only", default="throughput,latency,memory,cold,recovery,rtt",
-                    help="comma-separated figure groups to run (default: all; rtt only "
-                         "with --rtt)")
+                    help="comma-separated figure groups to run (default: all but ciphers; "
+                         "rtt only with --rtt; ciphers: -L one stream up and down per cipher)")
+    ap.add_argument("--ciphers", default=",".join(CIPHERS),
+                    help="the ciphers of the ciphers group (default: warren's default list)")
+    ap.add_argument("--ssh-mac", help="ssh's MAC in the ciphers group (-m; default: ssh's own "
+                    "choice, umac-64-etm@openssh.com with a CTR cipher)")
     ap.add_argument("--rtt", type=int, default=20,
                     help="round-trip time in ms of the delayed link of the rtt group "
                          "(default 20; 0 skips the group)")
@@ -1088,6 +1182,7 @@ def main():
     a.warren = os.path.abspath(a.warren)
     a.before = a.before and os.path.abspath(a.before)
     a.clients = a.clients.split(",")
+    a.ciphers = [c.strip() for c in a.ciphers.split(",") if c.strip()]
     groups = [g.strip() for g in a.only.split(",") if g.strip()]
     if not a.rtt:
         groups = [g for g in groups if g != "rtt"]
@@ -1110,7 +1205,8 @@ def main():
                 log(f"WARNING: CPUs {busy * 100:.0f}% busy before {g}: noisy figures")
             b.loads.append((g, loadavg(), busy))
             {"throughput": b.throughput, "latency": b.latency, "memory": b.memory,
-             "cold": b.cold_start, "recovery": b.recovery, "rtt": b.rtt}[g]()
+             "cold": b.cold_start, "recovery": b.recovery, "rtt": b.rtt,
+             "ciphers": b.cipher_group}[g]()
         header = [
             f"command: bench/run.sh {' '.join(sys.argv[1:])}".rstrip(),
             f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, took {time.time() - started:.0f} s",
@@ -1119,7 +1215,10 @@ def main():
             f"{version(['iperf3', '--version'])}; {version(['autossh', '-V'])}; "
             f"{version(['curl', '--version'])[:40]}",
             "negotiated ciphers (sshd log, kex: client->server cipher): "
-            + (", ".join(f"{k} {v}" for k, v in b.ciphers.items()) or "not measured"),
+            + (", ".join(f"{k} {v}" for k, v in b.ciphers.items())
+               or ("each row's, checked; MACs in the table" if b.cipher_results
+                   else "not measured"))
+            + (f"; ssh -m {a.ssh_mac} in the ciphers group" if a.ssh_mac else ""),
             f"repetitions: {a.reps} (median, then min–max), iperf3 {a.seconds} s each, "
             f"latency {a.iterations} iterations each; clients take turns in rotating order",
             load_line + "; before each group (load, CPUs busy while idle): "
