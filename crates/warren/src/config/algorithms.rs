@@ -206,11 +206,8 @@ impl Kind {
         }
         let defaults = self.defaults();
         if op == Some('-') {
-            for pattern in &names {
-                if !self.supported().iter().any(|n| glob(pattern, n)) {
-                    return Err(self.unknown(pattern));
-                }
-            }
+            // As in OpenSSH, a removal may name what is not offered (`MACs -umac-64*`, a
+            // common hardening line, names MACs warren does not implement): it removes nothing.
             let out: Vec<&'static str> = defaults
                 .iter()
                 .copied()
@@ -347,9 +344,10 @@ mod tests {
                 .unwrap_err()
                 .contains("key exchange")
         );
-        assert!(
-            Kind::Mac.parse("-umac*").is_err(),
-            "a removal must match something"
+        // A removal of what is not offered removes nothing, as in OpenSSH.
+        assert_eq!(
+            Kind::Mac.parse("-umac-64*").unwrap(),
+            Kind::Mac.defaults().to_vec()
         );
         assert!(
             Kind::Mac

@@ -132,6 +132,10 @@ pub struct HostConfig {
     /// `host_key_algorithms` was set: its certificate algorithms are offered as written
     /// (else only when a known_hosts file names a certificate authority).
     pub host_key_algorithms_set: bool,
+    /// `Some(idle_timeout)` for a host whose session is opened by the first connection and
+    /// closed once none has been open for `idle_timeout` (`on_demand = true`, or a jump host
+    /// used only by such hosts); `None`: the session is kept up all the time.
+    pub on_demand: Option<Duration>,
 }
 
 /// One `[[forward]]`.

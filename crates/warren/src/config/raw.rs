@@ -82,6 +82,8 @@ pub struct RawHost {
     pub host_key_algorithms: Option<Spanned<AlgoSpec>>,
     pub ciphers: Option<Spanned<AlgoSpec>>,
     pub macs: Option<Spanned<AlgoSpec>>,
+    pub on_demand: Option<Spanned<bool>>,
+    pub idle_timeout: Option<Str>,
 }
 
 /// An algorithm list as written: `"a,b"`, `"+a"`, or `["a", "b"]` (joined with commas).
@@ -148,7 +150,9 @@ impl RawHost {
             kex_algorithms,
             host_key_algorithms,
             ciphers,
-            macs
+            macs,
+            on_demand,
+            idle_timeout
         )
     }
 }

@@ -154,6 +154,23 @@ pub(super) fn host_config(
     let keepalive_interval = dur("keepalive_interval", h.keepalive_interval.as_ref(), 15, cx);
     let reconnect_min = dur("reconnect_min", h.reconnect_min.as_ref(), 1, cx);
     let reconnect_max = dur("reconnect_max", h.reconnect_max.as_ref(), 60, cx);
+    let idle_timeout = dur("idle_timeout", h.idle_timeout.as_ref(), 600, cx);
+    let on_demand = h
+        .on_demand
+        .as_ref()
+        .is_some_and(|v| *v.get_ref())
+        .then_some(idle_timeout);
+    // In [defaults] it is the default of the hosts that are on demand.
+    if on_demand.is_none()
+        && name != "[defaults]"
+        && let Some(v) = own.idle_timeout.as_ref()
+    {
+        cx.err(
+            v.span(),
+            "`idle_timeout` applies to an on-demand host: set `on_demand = true` too",
+        );
+        ok = false;
+    }
     if reconnect_min > reconnect_max {
         // At the host's own setting when it has one, else at the defaults'.
         let at = own
@@ -231,6 +248,7 @@ pub(super) fn host_config(
         reconnect_max,
         algorithms,
         host_key_algorithms_set: h.host_key_algorithms.is_some(),
+        on_demand,
     })
 }
 

@@ -2,10 +2,12 @@
 //! and enforcing every rule of warren.toml(5). Problems are collected with their positions,
 //! never thrown one by one. By concern: the daemon's settings here; host settings (defaults
 //! merged once) in `hosts`; how each host is reached (jump chains, ad-hoc hops, cycles) in
-//! `routes`; the ssh_config overlay in `ssh_overlay`; forwards in `forwards`.
+//! `routes`; the ssh_config overlay in `ssh_overlay`; forwards in `forwards`; which hosts are
+//! on demand in `on_demand`.
 
 mod forwards;
 mod hosts;
+mod on_demand;
 mod routes;
 mod ssh_overlay;
 
@@ -132,7 +134,9 @@ pub(in crate::config) fn validate(
         .collect();
     number_generated_names(&raw.forwards, &mut forwards);
     check_unique_forwards(&raw.forwards, &forwards, &mut cx);
-    let forwards = forwards.into_iter().map(|(_, f)| f).collect();
+    on_demand::check_remote_forwards(&raw.forwards, &forwards, &hosts, &mut cx);
+    let forwards: Vec<ForwardConfig> = forwards.into_iter().map(|(_, f)| f).collect();
+    on_demand::follow_users(&mut hosts, &forwards);
 
     Some(Config {
         path: absolute,

@@ -1,0 +1,81 @@
+//! On-demand hosts: a remote forward needs its host's session all the time, so its host
+//! cannot be on demand; and a jump host that carries no forward of its own and is used only by
+//! on-demand hosts follows them (its session opens when theirs does and closes soon after).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Ctx;
+use crate::config::raw::RawForward;
+use crate::config::{ForwardConfig, ForwardSpec, HostConfig, Route};
+
+/// How long a jump host that follows on-demand hosts stays up after the last of them closed:
+/// long enough for one of them to reconnect through it.
+pub const HOP_LINGER: Duration = Duration::from_secs(5);
+
+/// Refuses remote forwards of on-demand hosts, at the forward's `type`.
+pub(super) fn check_remote_forwards(
+    raw: &[toml::Spanned<RawForward>],
+    forwards: &[(usize, ForwardConfig)],
+    hosts: &BTreeMap<String, Arc<HostConfig>>,
+    cx: &mut Ctx<'_>,
+) {
+    for (i, f) in forwards {
+        let on_demand = hosts.get(&f.host).is_some_and(|h| h.on_demand.is_some());
+        if !on_demand || !matches!(f.spec, ForwardSpec::Remote { .. }) {
+            continue;
+        }
+        let Some(at) = raw.get(*i).and_then(|r| r.get_ref().kind.as_ref()) else {
+            continue;
+        };
+        cx.err(
+            at.span(),
+            format!(
+                "a remote forward needs its host's session up all the time (the server listens \
+                 only while it lasts), but host `{}` is `on_demand`",
+                f.host
+            ),
+        );
+    }
+}
+
+/// Makes each jump host that no forward uses, and whose every user is on demand, follow them
+/// (on demand, closing [`HOP_LINGER`] after its last user).
+pub(super) fn follow_users(hosts: &mut BTreeMap<String, Arc<HostConfig>>, forwards: &[ForwardConfig]) {
+    // The host each host's session runs through: the last hop of its chain.
+    let upstream: Vec<(String, String)> = hosts
+        .values()
+        .filter_map(|h| match &h.route {
+            Route::Jump(chain) => chain.last().map(|hop| (h.name.clone(), hop.clone())),
+            _ => None,
+        })
+        .collect();
+    // Users become on demand before their hops are looked at: repeat until nothing changes
+    // (a chain is at most as long as the host list).
+    loop {
+        let mut changed = false;
+        for hop in hosts.keys().cloned().collect::<Vec<_>>() {
+            let users: Vec<&String> = upstream
+                .iter()
+                .filter(|(_, up)| *up == hop)
+                .map(|(user, _)| user)
+                .collect();
+            let follows = !users.is_empty()
+                && !forwards.iter().any(|f| f.host == hop)
+                && users
+                    .iter()
+                    .all(|u| hosts.get(*u).is_some_and(|h| h.on_demand.is_some()));
+            if let Some(h) = hosts.get_mut(&hop)
+                && follows
+                && h.on_demand.is_none()
+            {
+                Arc::make_mut(h).on_demand = Some(HOP_LINGER);
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
