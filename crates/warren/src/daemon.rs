@@ -225,16 +225,22 @@ impl Daemon {
 impl ControlState {
     /// `3/3 hosts up, 7/7 forwards ready`.
     pub fn summary(&self) -> String {
-        let up = |name: &str| {
+        let state = |name: &str| self.hosts.get(name).map(|h| h.status().state);
+        let in_state = |wanted: fn(&HostState) -> bool| {
             self.hosts
-                .get(name)
-                .is_some_and(|h| h.status().state == HostState::Up)
+                .keys()
+                .filter(|h| state(h).is_some_and(|s| wanted(&s)))
+                .count()
         };
-        let hosts_up = self.hosts.keys().filter(|h| up(h)).count();
+        let hosts_up = in_state(|s| *s == HostState::Up);
+        let idle = in_state(|s| *s == HostState::Idle);
         let ready = self
             .forwards
             .iter()
-            .filter(|f| f.readiness(up(&f.config.host)) == Readiness::Ready)
+            .filter(|f| {
+                let carries = state(&f.config.host).is_some_and(|s| s.carries_forwards());
+                f.readiness(carries) == Readiness::Ready
+            })
             .count();
         let failing = self
             .forwards
@@ -245,8 +251,12 @@ impl ControlState {
                     .is_some_and(|p| p.state == ProbeState::Failing)
             })
             .count();
+        let idle = match idle {
+            0 => String::new(),
+            n => format!(" ({n} idle on demand)"),
+        };
         let mut summary = format!(
-            "{hosts_up}/{} hosts up, {ready}/{} forwards ready",
+            "{hosts_up}/{} hosts up{idle}, {ready}/{} forwards ready",
             self.hosts.len(),
             self.forwards.len()
         );

@@ -55,6 +55,10 @@ pub struct DaemonConfig {
     pub metrics_listen: Option<BindAddr>,
 }
 
+/// How long a jump host that follows on-demand hosts (it carries no forward and only they
+/// use it) stays up after the last of them closed: long enough for one to reconnect.
+pub const HOP_LINGER: Duration = Duration::from_secs(5);
+
 /// A group given access to a socket, resolved when the file is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketGroup {

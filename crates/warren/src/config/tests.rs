@@ -882,3 +882,47 @@ fn algorithm_lists_take_openssh_syntax_from_the_file_and_from_defaults() {
     );
     assert!(one_problem(&format!("{HOST}macs = 5\n")).contains("algorithm list"));
 }
+
+#[test]
+fn on_demand_hosts_their_following_hops_and_what_they_cannot_carry() {
+    let c = ok("[defaults]\nidle_timeout = \"2m\"\n\n\
+         [hosts.bastion]\n\
+         [hosts.db]\njump = [\"bastion\"]\non_demand = true\n\
+         [hosts.web]\nhostname = \"10.0.0.6\"\non_demand = true\nidle_timeout = \"90s\"\n\
+         [hosts.always]\n\
+         [[forward]]\nhost = \"db\"\ntype = \"local\"\nlisten = \"5432\"\nconnect = \"5432\"\n\
+         [[forward]]\nhost = \"web\"\ntype = \"dynamic\"\nlisten = \"1080\"\n");
+    assert_eq!(c.hosts["db"].on_demand, Some(Duration::from_secs(120)));
+    assert_eq!(c.hosts["web"].on_demand, Some(Duration::from_secs(90)));
+    // Used only by an on-demand host and carrying no forward: it follows db.
+    assert_eq!(c.hosts["bastion"].on_demand, Some(super::HOP_LINGER));
+    assert_eq!(c.hosts["always"].on_demand, None);
+    // Default idle_timeout: ten minutes.
+    let d = ok(&format!("{HOST}on_demand = true\n"));
+    assert_eq!(d.hosts["db"].on_demand, Some(Duration::from_secs(600)));
+    // A hop with a forward of its own, or an always-on user, stays up.
+    let kept = ok(
+        "[hosts.bastion]\n[hosts.db]\njump = [\"bastion\"]\non_demand = true\n\
+         [[forward]]\nhost = \"bastion\"\ntype = \"dynamic\"\nlisten = \"1080\"\n",
+    );
+    assert_eq!(kept.hosts["bastion"].on_demand, None);
+    let shared = ok(
+        "[hosts.bastion]\n[hosts.db]\njump = [\"bastion\"]\non_demand = true\n\
+         [hosts.mail]\njump = [\"bastion\"]\n",
+    );
+    assert_eq!(shared.hosts["bastion"].on_demand, None);
+
+    let p = one_problem(&format!(
+        "{HOST}on_demand = true\n[[forward]]\nhost = \"db\"\ntype = \"remote\"\n\
+         listen = \"8080\"\nconnect = \"80\"\n"
+    ));
+    assert!(
+        p.contains("`type`") || p.contains("remote forward needs its host's session up"),
+        "{p}"
+    );
+    let p = one_problem(&format!("{HOST}idle_timeout = \"5m\"\n"));
+    assert!(
+        p.contains("`idle_timeout` applies to an on-demand host"),
+        "{p}"
+    );
+}

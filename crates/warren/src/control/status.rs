@@ -144,7 +144,7 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
             let own = f.status();
             let host_up = hosts
                 .get(&f.config.host)
-                .is_some_and(|h| h.status().state == HostState::Up);
+                .is_some_and(|h| h.status().state.carries_forwards());
             let listen = match (&own.remote_listen, &f.bound) {
                 (Some(remote), _) => remote.to_string(),
                 (None, Some(bound)) => bound.to_string(),
@@ -182,12 +182,7 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
 }
 
 fn state_name(s: &HostStatus) -> &'static str {
-    match s.state {
-        HostState::Connecting => "connecting",
-        HostState::Up => "up",
-        HostState::Backoff { .. } => "backoff",
-        HostState::Failed { .. } => "failed",
-    }
+    s.state.name()
 }
 
 fn retry_at(s: &HostStatus) -> Option<SystemTime> {

@@ -69,7 +69,7 @@ async fn client(
         () = cut.cancelled() => return,
         r = host.open(&target, (&peer.0, peer.1)) => r,
     };
-    let (channel, session) = match opened {
+    let (channel, session, _lease) = match opened {
         Ok(c) => c,
         Err(e) => {
             debug!(target = %target, error = %e, "socks connect failed");

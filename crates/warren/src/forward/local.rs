@@ -112,7 +112,7 @@ async fn connection(
         () = cut.cancelled() => return,
         r = host.open(&egress, (&peer.0, peer.1)) => r,
     };
-    let (channel, session) = match channel {
+    let (channel, session, _lease) = match channel {
         Ok(c) => c,
         Err(e) => {
             warn!(target = %egress, error = %e, "connection closed: no channel");

@@ -18,7 +18,7 @@ use crate::session::{CLASSES, HostState, LossReason, OpenFailure};
 use crate::stats::Histogram;
 
 /// The states `warren_host_state` has a series for.
-const STATES: [&str; 4] = ["connecting", "up", "backoff", "failed"];
+const STATES: [&str; 5] = HostState::NAMES;
 
 /// Reads the daemon's state on every scrape.
 struct Collect {
@@ -126,7 +126,7 @@ impl Collector for Collect {
             "1 for the state the host is in",
             MetricType::Gauge,
             hosts.iter().flat_map(|(n, s, _)| {
-                let now = state_name(&s.state);
+                let now = s.state.name();
                 STATES.iter().map(move |st| {
                     (
                         vec![("host", n.as_str()), ("state", *st)],
@@ -193,11 +193,11 @@ impl Collector for Collect {
                 })
             }),
         )?;
-        let up = |name: &str| {
+        let carries = |name: &str| {
             state
                 .hosts
                 .get(name)
-                .is_some_and(|h| h.status().state == HostState::Up)
+                .is_some_and(|h| h.status().state.carries_forwards())
         };
         let fwd = |f: &crate::forward::ForwardRuntime| f.config.name.clone();
         let forwards: Vec<(String, &crate::forward::ForwardRuntime)> =
@@ -209,7 +209,7 @@ impl Collector for Collect {
             "1 while the forward carries connections",
             MetricType::Gauge,
             forwards.iter().map(|(n, f)| {
-                let ready = f.readiness(up(&f.config.host)) == Readiness::Ready;
+                let ready = f.readiness(carries(&f.config.host)) == Readiness::Ready;
                 (one("forward", n), gauge(ready))
             }),
         )?;
@@ -281,15 +281,6 @@ impl Collector for Collect {
             }),
         )?;
         Ok(())
-    }
-}
-
-fn state_name(s: &HostState) -> &'static str {
-    match s {
-        HostState::Connecting => "connecting",
-        HostState::Up => "up",
-        HostState::Backoff { .. } => "backoff",
-        HostState::Failed { .. } => "failed",
     }
 }
 

@@ -26,6 +26,20 @@ pub(super) enum Command {
     Reconfigure(Arc<HostConfig>, Option<HostHandle>),
 }
 
+/// A connection's claim on its host's session, held while the connection lasts: an on-demand
+/// host opens its session while any is held and closes it once none has been for
+/// `idle_timeout`. (Always-on hosts count them too, to no effect.)
+#[derive(Debug)]
+pub struct Lease {
+    demand: Arc<watch::Sender<usize>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.demand.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// The handle forwards and the daemon hold on a host's supervisor.
 #[derive(Clone)]
 pub struct HostHandle {
@@ -36,6 +50,7 @@ pub struct HostHandle {
     cancel: CancellationToken,
     router: SharedRouter,
     counters: Arc<HostCounters>,
+    demand: Arc<watch::Sender<usize>>,
 }
 
 impl HostHandle {
@@ -65,7 +80,9 @@ impl HostHandle {
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let (config_tx, config_rx) = watch::channel(config.clone());
         let router: SharedRouter = Arc::new(RemoteRouter::default());
+        let (demand, demand_rx) = watch::channel(0);
         let sup = Supervisor {
+            demand: demand_rx,
             connector,
             upstream,
             router: router.clone(),
@@ -87,6 +104,15 @@ impl HostHandle {
             cancel,
             router,
             counters,
+            demand: Arc::new(demand),
+        }
+    }
+
+    /// A claim on the host's session for one connection (see [`Lease`]).
+    pub fn lease(&self) -> Lease {
+        self.demand.send_modify(|n| *n += 1);
+        Lease {
+            demand: self.demand.clone(),
         }
     }
 
@@ -164,8 +190,9 @@ impl HostHandle {
         }
     }
 
-    /// Opens a channel to `target` on the session, waiting for a session if there is none.
-    /// Returns the session too: its connections end with it.
+    /// Opens a channel to `target` on the session, waiting for a session if there is none
+    /// (an idle on-demand host opens one). Returns the session too (its connections end with
+    /// it) and the connection's [`Lease`], to hold while the channel is in use.
     ///
     /// A session that ends while the open is pending (a frozen server found dead by the
     /// keepalives) has taken nothing from the connection, whose bytes still wait unread in
@@ -174,18 +201,24 @@ impl HostHandle {
         &self,
         target: &Endpoint,
         originator: (&str, u16),
-    ) -> Result<(ChannelStream<Msg>, Arc<Session>), OpenError> {
+    ) -> Result<(ChannelStream<Msg>, Arc<Session>, Lease), OpenError> {
+        let lease = self.lease();
         let opened = self.open_on_a_session(target, originator).await;
-        let failure = match &opened {
-            Ok(_) => return opened,
-            Err(OpenError::NoSession { .. }) => OpenFailure::NoSession,
-            Err(OpenError::Refused(_)) => OpenFailure::Refused,
-            Err(OpenError::Timeout) => OpenFailure::Timeout,
-            Err(OpenError::SessionEnded) => OpenFailure::SessionEnded,
-            Err(OpenError::Cancelled | OpenError::Down { .. }) => return opened,
+        let failure = match opened {
+            Ok((stream, session)) => return Ok((stream, session, lease)),
+            Err(e) => e,
         };
-        self.counters.open_failed(failure);
-        opened
+        let counted = match &failure {
+            OpenError::NoSession { .. } => Some(OpenFailure::NoSession),
+            OpenError::Refused(_) => Some(OpenFailure::Refused),
+            OpenError::Timeout => Some(OpenFailure::Timeout),
+            OpenError::SessionEnded => Some(OpenFailure::SessionEnded),
+            OpenError::Cancelled | OpenError::Down { .. } => None,
+        };
+        if let Some(reason) = counted {
+            self.counters.open_failed(reason);
+        }
+        Err(failure)
     }
 
     async fn open_on_a_session(

@@ -8,6 +8,8 @@ use super::error::FailureClass;
 /// The state of a host, as status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostState {
+    /// An on-demand host with no session, waiting for a connection to need one.
+    Idle,
     /// An attempt is in progress.
     Connecting,
     /// The session is up.
@@ -26,6 +28,26 @@ pub enum HostState {
 }
 
 impl HostState {
+    /// Every state's name, as status and the metrics show them.
+    pub const NAMES: [&'static str; 5] = ["idle", "connecting", "up", "backoff", "failed"];
+
+    /// Whether the host's forwards carry connections in this state: with a session up, or
+    /// idle on demand (a connection opens one).
+    pub fn carries_forwards(&self) -> bool {
+        matches!(self, Self::Up | Self::Idle)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Connecting => "connecting",
+            Self::Up => "up",
+            Self::Backoff { .. } => "backoff",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
     /// Waiting `delay` before the next attempt: `Failed` when the failure needs a human,
     /// else `Backoff`.
     pub fn waiting(delay: Duration, needs_human: bool) -> Self {

@@ -64,6 +64,8 @@ impl Connector for SshConnector {
 
 /// The task that owns one host's session.
 pub(super) struct Supervisor {
+    /// How many connections want the session ([`super::handle::Lease`]s held).
+    pub(super) demand: watch::Receiver<usize>,
     pub(super) connector: Arc<dyn Connector>,
     pub(super) upstream: Option<HostHandle>,
     pub(super) router: SharedRouter,
@@ -84,6 +86,8 @@ enum Ended {
     Stopped,
     /// `reconnect_now` or a reconfiguration asked for a new session.
     Requested,
+    /// An on-demand host's session had no connection for `idle_timeout`.
+    Idle,
     /// It died; why.
     Lost(String),
 }
@@ -123,6 +127,14 @@ impl Supervisor {
                 last_logged = None;
                 quick_retry = true;
             }
+            if cfg.on_demand.is_some() && *self.demand.borrow() == 0 {
+                match self.idle().await {
+                    None => return,
+                    Some(true) => {}
+                    // New settings: look again (still idle without a connection).
+                    Some(false) => continue,
+                }
+            }
             self.set_state(HostState::Connecting, None);
             let (connector, upstream) = (self.connector.clone(), self.upstream.clone());
             let attempt = tokio::time::timeout(
@@ -154,6 +166,12 @@ impl Supervisor {
                             // Asked for, not a failure: no backoff, no error, no warning.
                             info!("reconnecting on request");
                             self.set_state_replaced(HostState::Connecting, None);
+                            continue;
+                        }
+                        Ended::Idle => {
+                            info!("no connection for idle_timeout; session closed until one comes");
+                            backoff.reset();
+                            quick_retry = true;
                             continue;
                         }
                         Ended::Lost(why) => why,
@@ -199,7 +217,7 @@ impl Supervisor {
                     delay
                 }
             };
-            if let Wake::Cancelled = self.wait(delay).await {
+            if let Wake::Cancelled = self.wait(delay, cfg.on_demand.is_some()).await {
                 return;
             }
         }
@@ -238,8 +256,11 @@ impl Supervisor {
             self.counters.clone(),
             self.config.borrow().keepalive_interval,
         ));
+        let on_demand = self.config.borrow().on_demand;
+        let idle = idle_for(self.demand.clone(), on_demand);
         let ended = tokio::select! {
             () = self.cancel.cancelled() => Ended::Stopped,
+            () = idle => Ended::Idle,
             _ = dead => {
                 let reason = end
                     .lock()
@@ -260,15 +281,44 @@ impl Supervisor {
         match ended {
             Ended::Stopped => session.end("warren is stopping").await,
             Ended::Requested => session.end("reconnecting").await,
+            Ended::Idle => session.end("idle").await,
             Ended::Lost(_) => session.lost(),
         }
         ended
     }
 
-    async fn wait(&mut self, delay: Duration) -> Wake {
+    /// An on-demand host without a session: idle until a connection wants one. `Some(true)`:
+    /// connect now (a connection came, or a reconnect was asked for); `Some(false)`: new
+    /// settings; `None`: stop.
+    async fn idle(&mut self) -> Option<bool> {
+        let error = self.status.borrow().last_error.clone();
+        self.set_state(HostState::Idle, error);
+        let mut demand = self.demand.clone();
+        tokio::select! {
+            () = self.cancel.cancelled() => None,
+            wanted = demand.wait_for(|n| *n > 0) => wanted.is_ok().then_some(true),
+            cmd = self.commands.recv() => match self.apply(cmd) {
+                Asked::Stop => None,
+                Asked::Reconnect => Some(true),
+                Asked::Reconfigured => Some(false),
+            },
+        }
+    }
+
+    /// Waits `delay` before the next attempt; an on-demand host stops waiting (to go idle)
+    /// when no connection wants a session any more.
+    async fn wait(&mut self, delay: Duration, on_demand: bool) -> Wake {
+        let mut demand = self.demand.clone();
+        let unwanted = async move {
+            let gone = demand.wait_for(|n| *n == 0).await.is_ok();
+            if !(gone && on_demand) {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = self.cancel.cancelled() => Wake::Cancelled,
             () = tokio::time::sleep(delay) => Wake::Elapsed,
+            () = unwanted => Wake::Now,
             cmd = self.commands.recv() => match self.apply(cmd) {
                 Asked::Stop => Wake::Cancelled,
                 Asked::Reconnect | Asked::Reconfigured => Wake::Now,
@@ -326,6 +376,23 @@ impl Supervisor {
 
     fn set_state(&self, state: HostState, error: Option<LastError>) {
         self.status.send_modify(|s| s.enter(state, error));
+    }
+}
+
+/// Resolves once no connection has wanted the session for the idle timeout of an on-demand
+/// host (`on_demand`); never for an always-on one.
+async fn idle_for(mut demand: watch::Receiver<usize>, on_demand: Option<Duration>) {
+    let Some(after) = on_demand else {
+        return std::future::pending().await;
+    };
+    loop {
+        if demand.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(after) => return,
+            _ = demand.wait_for(|n| *n > 0) => {}
+        }
     }
 }
 

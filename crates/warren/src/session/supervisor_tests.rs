@@ -271,3 +271,105 @@ async fn an_attempt_through_a_hop_that_is_down_says_why_the_hop_is_down() {
         "{message}"
     );
 }
+
+/// A supervisor over `outcomes` for an on-demand host; the attempts' start times and the
+/// handle.
+fn on_demand(outcomes: Vec<Outcome>) -> (watch::Receiver<Vec<Instant>>, HostHandle) {
+    let settings = "on_demand = true\nidle_timeout = \"30s\"\nreconnect_min = \"1s\"\n";
+    let (started, seen) = watch::channel(Vec::new());
+    let script = Arc::new(Script {
+        outcomes: Mutex::new(outcomes.into()),
+        started,
+    });
+    let handle = HostHandle::spawn_with(
+        script,
+        host(settings),
+        None,
+        &TaskTracker::new(),
+        CancellationToken::new(),
+    );
+    (seen, handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_on_demand_host_connects_for_a_connection_and_closes_idle_timeout_after_the_last() {
+    let hour = Duration::from_secs(3600);
+    let (seen, handle) = on_demand(vec![Outcome::Up(hour), Outcome::Up(hour)]);
+    let mut status = handle.watch_status();
+    status
+        .wait_for(|s| s.state == HostState::Idle)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(
+        seen.borrow().is_empty(),
+        "no session before a connection wants one"
+    );
+    assert_eq!(handle.status().state, HostState::Idle);
+
+    let lease = handle.lease();
+    status.wait_for(|s| s.state == HostState::Up).await.unwrap();
+    assert_eq!(seen.borrow().len(), 1);
+    // Used for ten minutes: the session stays however long that is.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(handle.status().state, HostState::Up);
+    let released = Instant::now();
+    drop(lease);
+    status
+        .wait_for(|s| s.state == HostState::Idle)
+        .await
+        .unwrap();
+    assert_eq!(
+        released.elapsed(),
+        Duration::from_secs(30),
+        "idle_timeout after the last"
+    );
+    assert!(handle.watch_session().borrow().is_none());
+    assert_eq!(
+        handle.status().reconnects,
+        0,
+        "going idle is not a lost session"
+    );
+
+    // A connection that comes and goes within idle_timeout keeps the session.
+    let _again = handle.lease();
+    status.wait_for(|s| s.state == HostState::Up).await.unwrap();
+    assert_eq!(seen.borrow().len(), 2);
+    let brief = handle.lease();
+    drop(brief);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        handle.status().state,
+        HostState::Up,
+        "a lease is still held"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_on_demand_host_goes_idle_once_no_connection_waits() {
+    let (seen, handle) = on_demand((0..3).map(|_| Outcome::Fail(network)).collect());
+    let mut status = handle.watch_status();
+    let lease = handle.lease();
+    status
+        .wait_for(|s| matches!(s.state, HostState::Backoff { .. }))
+        .await
+        .unwrap();
+    drop(lease);
+    status
+        .wait_for(|s| s.state == HostState::Idle)
+        .await
+        .unwrap();
+    let attempts = seen.borrow().len();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        seen.borrow().len(),
+        attempts,
+        "no attempts without a connection"
+    );
+    let idle = handle.status();
+    assert_eq!(idle.state, HostState::Idle);
+    assert!(
+        idle.last_error.is_some(),
+        "the last failure stays in status while idle"
+    );
+}

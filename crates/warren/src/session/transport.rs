@@ -35,7 +35,8 @@ pub async fn open(
             };
             // The originator of a hop's channel is this machine; OpenSSH's ssh -W sends the
             // same placeholder.
-            let (stream, _session) =
+            // The lease keeps an on-demand hop's session while this host's runs through it.
+            let (stream, _session, lease) =
                 hop.open(&target, ("127.0.0.1", 0))
                     .await
                     .map_err(|e| SessionError::Hop {
@@ -43,7 +44,7 @@ pub async fn open(
                         source: Box::new(e),
                     })?;
             let span = info_span!("jump", via = %hop.config().name);
-            Ok(Box::pin(relay(stream, (), span)))
+            Ok(Box::pin(relay(stream, lease, span)))
         }
         (Route::Jump(_), None) => Err(SessionError::Config(
             "jump chain without a running first hop".into(),

@@ -2,17 +2,11 @@
 //! cannot be on demand; and a jump host that carries no forward of its own and is used only by
 //! on-demand hosts follows them (its session opens when theirs does and closes soon after).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
-
 use super::Ctx;
 use crate::config::raw::RawForward;
-use crate::config::{ForwardConfig, ForwardSpec, HostConfig, Route};
-
-/// How long a jump host that follows on-demand hosts stays up after the last of them closed:
-/// long enough for one of them to reconnect through it.
-pub const HOP_LINGER: Duration = Duration::from_secs(5);
+use crate::config::{ForwardConfig, ForwardSpec, HOP_LINGER, HostConfig, Route};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Refuses remote forwards of on-demand hosts, at the forward's `type`.
 pub(super) fn check_remote_forwards(
@@ -42,7 +36,10 @@ pub(super) fn check_remote_forwards(
 
 /// Makes each jump host that no forward uses, and whose every user is on demand, follow them
 /// (on demand, closing [`HOP_LINGER`] after its last user).
-pub(super) fn follow_users(hosts: &mut BTreeMap<String, Arc<HostConfig>>, forwards: &[ForwardConfig]) {
+pub(super) fn follow_users(
+    hosts: &mut BTreeMap<String, Arc<HostConfig>>,
+    forwards: &[ForwardConfig],
+) {
     // The host each host's session runs through: the last hop of its chain.
     let upstream: Vec<(String, String)> = hosts
         .values()
