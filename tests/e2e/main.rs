@@ -9,6 +9,7 @@ mod config_files;
 mod connect;
 mod docs;
 mod flow_control;
+mod handover;
 mod harness;
 mod harness_selftest;
 mod hostile_server;

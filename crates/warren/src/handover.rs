@@ -41,6 +41,10 @@ pub enum Role {
         name: String,
         /// For a Unix socket: whether warren made the file (and removes it when done).
         owned: bool,
+        /// For a Unix socket: its path (the kernel names it by the path it was bound at,
+        /// which may be a temporary one; see `forward::listener::bind_unix`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
     },
     /// The control socket.
     Control,
@@ -48,6 +52,9 @@ pub enum Role {
     Metrics {
         /// For a Unix socket: whether warren made the file (and removes it when done).
         owned: bool,
+        /// For a Unix socket: its path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
     },
     /// A connected stream to the old process: "ready" is written on it.
     Ready,
@@ -71,10 +78,12 @@ impl PassedListener {
         }
     }
 
-    /// Marks a Unix socket's file as warren's to remove (or not).
-    fn owned(self, owned: bool) -> Self {
+    /// A Unix socket as the old process describes it: at `path` (not the name the kernel
+    /// reports, which can be the temporary path it was bound at), and warren's to remove
+    /// when `owned`.
+    fn as_handed(self, owned: bool, path: Option<PathBuf>) -> Self {
         match self {
-            Self::Unix(l, path, _) => Self::Unix(l, path, owned),
+            Self::Unix(l, bound, _) => Self::Unix(l, path.unwrap_or(bound), owned),
             tcp => tcp,
         }
     }
@@ -217,11 +226,11 @@ impl Passed {
             }
             let listener = take_listener(&mut fds, idx).map_err(|e| format!("fd {fd}: {e}"))?;
             match role {
-                Some(Role::Forward { name, owned }) => {
+                Some(Role::Forward { name, owned, path }) => {
                     passed
                         .inherited
                         .forwards
-                        .insert(name, listener.owned(owned));
+                        .insert(name, listener.as_handed(owned, path));
                 }
                 Some(Role::Control) => match listener {
                     PassedListener::Unix(l, _, _) => passed.control = Some(l),
@@ -229,7 +238,9 @@ impl Passed {
                         return Err(format!("fd {fd}: the control socket is not a Unix socket"));
                     }
                 },
-                Some(Role::Metrics { owned }) => passed.metrics = Some(listener.owned(owned)),
+                Some(Role::Metrics { owned, path }) => {
+                    passed.metrics = Some(listener.as_handed(owned, path));
+                }
                 Some(Role::Ready) => {}
                 None if roles.is_some() => {
                     return Err(format!("fd {fd}: {UPGRADE_ENV} does not say what it is"));
@@ -384,10 +395,19 @@ mod tests {
         let roles = vec![
             Role::Forward {
                 name: "db:local:127.0.0.1:0".into(),
+                owned: false,
+                path: None,
+            },
+            Role::Forward {
+                name: "sock".into(),
                 owned: true,
+                path: Some("/run/warren/db.sock".into()),
             },
             Role::Control,
-            Role::Metrics { owned: false },
+            Role::Metrics {
+                owned: false,
+                path: None,
+            },
             Role::Ready,
         ];
         let json = serde_json::to_string(&roles).unwrap();

@@ -67,6 +67,7 @@ pub async fn hand_over(daemon: &Daemon, others: &[(Role, OwnedFd)]) -> Result<Su
             Role::Forward {
                 name,
                 owned: h.owned,
+                path: h.path,
             },
             h.fd,
         );

@@ -33,7 +33,7 @@ pub use {
     notify::NotifySocket,
     openssh_client::OpenSshClient,
     peers::{BoxStream, EchoServer, PeerAddr, PeerServer, SinkServer, SourceServer, Transport},
-    procs::tree as process_tree,
+    procs::{adopt_orphans, tree as process_tree},
     proxy::{FaultMode, FaultProxy},
     sessions::SessionCounts,
     sshd::{HostKey, SshServer, SshServerBuilder},
@@ -45,5 +45,5 @@ pub use {
         bind_loopback, current_user, is_root, run_checked, tail, wait_for, wait_until,
         with_timeout, within,
     },
-    warren::{WARREN, WarrenProcess, exit_code, run_warren, warren_command},
+    warren::{WARREN, WarrenProcess, exit_code, launcher_command, run_warren, warren_command},
 };

@@ -67,9 +67,19 @@ pub struct WarrenProcess {
 impl WarrenProcess {
     /// Starts `warren ARGS` with `env` added to a scrubbed environment.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_command(warren_command(args, env))
+    }
+
+    /// Starts `cmd`: warren itself, or a launcher that execs it in the same process (a shell's
+    /// `exec`, `systemd-socket-activate`); see [`launcher_command`]. The command (and so any
+    /// descriptor it was to hand over) is dropped once the process started.
+    pub fn spawn_command(mut cmd: Command) -> anyhow::Result<Self> {
         let runtime_dir = tempfile::tempdir().context("runtime dir")?;
-        let mut cmd = warren_command(args, env);
-        if !env.iter().any(|(k, _)| *k == "RUNTIME_DIRECTORY") {
+        if !cmd
+            .as_std()
+            .get_envs()
+            .any(|(k, _)| k == "RUNTIME_DIRECTORY")
+        {
             cmd.env("RUNTIME_DIRECTORY", runtime_dir.path());
         }
         cmd.stdin(Stdio::null())
@@ -187,6 +197,16 @@ impl WarrenProcess {
         Ok(exit_code(status))
     }
 
+    /// Waits for exit and returns the exit code, without waiting for the end of its output:
+    /// for a process whose pipes a successor it started still holds (an upgrade).
+    pub async fn wait_exit_only(&mut self, limit: Duration) -> anyhow::Result<i32> {
+        let status = within(limit, "warren to exit", self.child.wait())
+            .await
+            .with_context(|| format!("stderr tail:\n{}", tail(&self.stderr_text(), 40)))?
+            .context("wait for warren")?;
+        Ok(exit_code(status))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -239,7 +259,17 @@ async fn wait_lines<T>(
 
 /// A `warren ARGS` command with a scrubbed environment plus `env`.
 pub fn warren_command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(WARREN);
+    launcher_command(WARREN, args, env)
+}
+
+/// `PROGRAM ARGS` with the environment [`warren_command`] gives warren: for a program that
+/// execs warren, or a copy of the binary elsewhere.
+pub fn launcher_command(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
+    let mut cmd = Command::new(program);
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }

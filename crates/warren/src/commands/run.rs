@@ -138,7 +138,11 @@ async fn start(config: &Config, with_control: bool, passed: Passed) -> Result<St
         ),
     };
     if let Some(h) = metrics.as_ref().and_then(|m| m.handover_fd().ok()) {
-        handoff.push((Role::Metrics { owned: h.owned }, h.fd));
+        let role = Role::Metrics {
+            owned: h.owned,
+            path: h.path,
+        };
+        handoff.push((role, h.fd));
     }
     let daemon = Daemon::start_with(config, passed.inherited)
         .await

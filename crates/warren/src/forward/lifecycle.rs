@@ -201,7 +201,15 @@ impl Forwards {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let h = slot.as_ref()?;
                 let fd = h.fd.try_clone().ok()?;
-                Some((name.clone(), HandoverFd { fd, owned: h.owned }))
+                let path = h.path.clone();
+                Some((
+                    name.clone(),
+                    HandoverFd {
+                        fd,
+                        owned: h.owned,
+                        path,
+                    },
+                ))
             })
             .collect()
     }

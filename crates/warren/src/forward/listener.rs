@@ -32,6 +32,8 @@ pub struct HandoverFd {
     pub fd: std::os::fd::OwnedFd,
     /// For a Unix socket: whether this process made the file (and its successor removes it).
     pub owned: bool,
+    /// For a Unix socket: its path.
+    pub path: Option<PathBuf>,
 }
 
 /// An accepted connection.
@@ -88,11 +90,18 @@ impl Listener {
     /// A duplicate of the descriptor, for an upgrade.
     pub fn handover_fd(&self) -> io::Result<HandoverFd> {
         use std::os::fd::AsFd;
-        let (fd, owned) = match self {
-            Self::Tcp(l) => (l.as_fd().try_clone_to_owned()?, false),
-            Self::Unix(l, _, owned) => (l.as_fd().try_clone_to_owned()?, *owned),
-        };
-        Ok(HandoverFd { fd, owned })
+        Ok(match self {
+            Self::Tcp(l) => HandoverFd {
+                fd: l.as_fd().try_clone_to_owned()?,
+                owned: false,
+                path: None,
+            },
+            Self::Unix(l, path, owned) => HandoverFd {
+                fd: l.as_fd().try_clone_to_owned()?,
+                owned: *owned,
+                path: Some(path.clone()),
+            },
+        })
     }
 
     /// The address as bound (the real port when the caller asked for port 0).
