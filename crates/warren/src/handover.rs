@@ -81,7 +81,7 @@ impl PassedListener {
     /// A Unix socket as the old process describes it: at `path` (not the name the kernel
     /// reports, which can be the temporary path it was bound at), and warren's to remove
     /// when `owned`.
-    fn as_handed(self, owned: bool, path: Option<PathBuf>) -> Self {
+    fn described(self, owned: bool, path: Option<PathBuf>) -> Self {
         match self {
             Self::Unix(l, bound, _) => Self::Unix(l, path.unwrap_or(bound), owned),
             tcp => tcp,
@@ -230,7 +230,7 @@ impl Passed {
                     passed
                         .inherited
                         .forwards
-                        .insert(name, listener.as_handed(owned, path));
+                        .insert(name, listener.described(owned, path));
                 }
                 Some(Role::Control) => match listener {
                     PassedListener::Unix(l, _, _) => passed.control = Some(l),
@@ -239,7 +239,7 @@ impl Passed {
                     }
                 },
                 Some(Role::Metrics { owned, path }) => {
-                    passed.metrics = Some(listener.as_handed(owned, path));
+                    passed.metrics = Some(listener.described(owned, path));
                 }
                 Some(Role::Ready) => {}
                 None if roles.is_some() => {
