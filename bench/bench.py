@@ -8,10 +8,13 @@ min and max, with the ratio warren/OpenSSH of the medians.
 
 Figures: throughput (iperf3) through -L both ways and with 8 streams, through -R, an HTTP
 download through -D; with `--only ciphers`, -L one stream up and down for each cipher warren
-offers by default (warren with `ciphers = "NAME"` against `ssh -N -c NAME`); new connection + 1-byte echo + close latency (p50/p99) through -L, -R
-and -D; client RSS idle and per idle connection with 1 000 and 10 000 connections held
-through one forward; cold start (launch to first byte echoed); recovery after the server
-session is killed or frozen (warren against autossh -M 0, same keepalive settings).
+offers by default (warren with `ciphers = "NAME"` against `ssh -N -c NAME`); with
+`--only scrape`, what Prometheus scraping costs warren: -L one stream up and down with
+`metrics_listen` set, without and with a scraper doing `GET /metrics` every 100 ms; new
+connection + 1-byte echo + close latency (p50/p99) through -L, -R and -D; client RSS idle
+and per idle connection with 1 000 and 10 000 connections held through one forward; cold
+start (launch to first byte echoed); recovery after the server session is killed or frozen
+(warren against autossh -M 0, same keepalive settings).
 
 Only loopback is used, every port is picked by binding port 0, and every process started
 here (and every sshd child serving our clients) is ended on exit, the temp dir removed.
@@ -19,6 +22,7 @@ here (and every sshd child serving our clients) is ended on exit, the temp dir r
 
 import argparse
 import asyncio
+import http.client
 import json
 import math
 import os
@@ -32,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 LOOP = "127.0.0.1"
@@ -306,6 +311,10 @@ class Bench:
         self.ciphers = {}
         self.cipher_results = {}  # cipher -> (direction, figure, client) -> list of values
         self.cipher_macs = {}  # (cipher, client) -> MAC sshd negotiated
+        self.scrape_results = {}  # (direction, figure, mode) -> list of values
+        self.scrape_pairs = {}  # (direction, figure) -> scraped/unscraped of each repetition
+        self.scrapes = None  # the Scraper totals over every scraped run
+        self.scrape_cpu = None  # (warren CPU s per scrape, scrapes) without traffic
         self.loads = []
         self.seq = 0
 
@@ -440,10 +449,12 @@ Match all
     # -- clients -------------------------------------------------------------------------
 
     def start(self, kind, forwards=("L_iperf", "L_echo", "D", "R_iperf", "R_echo"),
-              keepalive=None, reconnect_min=None, ready=True, slow=False, cipher=None):
+              keepalive=None, reconnect_min=None, ready=True, slow=False, cipher=None,
+              metrics=None):
         """Starts a client; `forwards` names what it carries. Returns when every forward
         works (unless ready=False: then right after launch, for the cold-start figure).
-        `cipher`: the only cipher offered (warren `ciphers = "NAME"`, ssh `-c NAME`)."""
+        `cipher`: the only cipher offered (warren `ciphers = "NAME"`, ssh `-c NAME`).
+        `metrics`: a port for warren's `metrics_listen` (warren only)."""
         self.seq += 1
         n = self.seq
         ports = {}
@@ -466,8 +477,11 @@ Match all
                 host.append(f'reconnect_min = "{reconnect_min}"')
             if cipher:
                 host.append(f'ciphers = "{cipher}"')
-            text = (f'[daemon]\ncontrol_socket = "{self.tmp}/warren-{n}.sock"\n'
-                    f'shutdown_grace = "1s"\n\n[hosts.bench]\n' + "\n".join(host) + "\n")
+            daemon = [f'control_socket = "{self.tmp}/warren-{n}.sock"', 'shutdown_grace = "1s"']
+            if metrics:
+                daemon.append(f'metrics_listen = "{LOOP}:{metrics}"')
+            text = ("[daemon]\n" + "\n".join(daemon) + "\n\n[hosts.bench]\n"
+                    + "\n".join(host) + "\n")
             for fw in forwards:
                 text += f'\n[[forward]]\nname = "{fw}"\nhost = "bench"\n'
                 if fw.startswith("L"):
@@ -672,6 +686,71 @@ Match all
             for c in cl.values():
                 self.stop(c.proc)
 
+    def scrape_group(self):
+        """What Prometheus scraping costs: -L one stream up and down through one warren with
+        `metrics_listen` set, without a scraper and with one doing `GET /metrics` every
+        `--scrape-every` s (a new connection each, the whole body read and checked), the two
+        taking turns in each repetition. Gbit/s and warren's CPU seconds per GiB (what it
+        spent answering the scrapes included), and the ratio scraped/unscraped: of the
+        medians, and of each repetition's pair (steadier when the load drifts). Then, without
+        traffic, scrapes back to back for 2 x --seconds: warren's CPU time per scrape, which
+        gives the share of warren's forwarding CPU a scraper takes independently of the
+        throughput noise."""
+        a = self.args
+        mport = free_port()
+        off = self.sshd_offset()
+        c = self.start("warren", forwards=("L_iperf", "L_echo"), metrics=mport)
+        self.ciphers["warren"] = self.cipher_of(off)
+        total = Scraper(mport, a.scrape_every)  # holds the totals, never started
+        try:
+            scrape_once(mport)
+            modes = ["none", "scrape"]
+            for rep in range(a.reps):
+                for direction, kw in (("up", dict()), ("down", dict(reverse=True))):
+                    got = {}
+                    for mode in self.turns(modes, rep):
+                        scraper = Scraper(mport, a.scrape_every) if mode == "scrape" else None
+                        if scraper:
+                            scraper.start()
+                        c0 = cpu_seconds(c.pid)
+                        try:
+                            v, moved = iperf(c.ports["L_iperf"], a.seconds, **kw)
+                            per_gib = (cpu_seconds(c.pid) - c0) / (moved / 2**30)
+                        finally:
+                            if scraper:
+                                scraper.stop()
+                        got[mode] = {"gbit": v / 1e9, "cpu": per_gib}
+                        for fig, val in got[mode].items():
+                            self.scrape_results.setdefault((direction, fig, mode), []).append(val)
+                        extra = ""
+                        if scraper:
+                            total.add(scraper)
+                            extra = (f", {len(scraper.latencies)} scrapes, mean "
+                                     f"{statistics.mean(scraper.latencies or [0]) * 1e3:.2f} ms"
+                                     + (f", {len(scraper.errors)} FAILED" if scraper.errors
+                                        else ""))
+                        log(f"  scrape {direction} {mode}: {v / 1e9:.2f} Gbit/s, "
+                            f"warren CPU {per_gib:.3f} s/GiB{extra}")
+                    for fig in ("gbit", "cpu"):
+                        self.scrape_pairs.setdefault((direction, fig), []).append(
+                            got["scrape"][fig] / got["none"][fig])
+            n, c0, t0 = 0, cpu_seconds(c.pid), time.perf_counter()
+            while time.perf_counter() - t0 < 2 * a.seconds:
+                scrape_once(mport)
+                n += 1
+            self.scrape_cpu = ((cpu_seconds(c.pid) - c0) / n, n)
+            log(f"  scrape: {n} back to back without traffic, warren CPU "
+                f"{self.scrape_cpu[0] * 1e6:.0f} µs per scrape")
+        finally:
+            self.stop(c.proc)
+        self.scrapes = total
+        if total.errors:
+            self.notes.append(f"{len(total.errors)} of "
+                              f"{len(total.errors) + len(total.latencies)} scrapes failed, "
+                              f"first: {total.errors[0]}")
+        if not total.latencies:
+            raise Failed("scrape: no scrape succeeded")
+
     def rtt(self):
         """Throughput over a link with a round-trip time (a delay proxy in front of sshd):
         what the channel windows allow, not what the CPUs can do."""
@@ -852,6 +931,9 @@ Match all
         if self.cipher_results:
             out.append("")
             out.extend(self.cipher_table())
+        if self.scrape_results:
+            out.append("")
+            out.extend(self.scrape_table())
         if self.notes:
             out.append("")
             out.extend(f"- note: {n}" for n in self.notes)
@@ -880,6 +962,54 @@ Match all
                 out.append("| " + " | ".join(row) + " |")
             out.append("")
         return out[:-1]
+
+    def scrape_table(self):
+        """-L one stream up and down, without and with the scraper: Gbit/s and warren's CPU
+        per GiB, the ratio scraped/unscraped of the medians and of each repetition's pair;
+        then the scrapes: how many, how often, how long."""
+        every = f"{self.args.scrape_every * 1e3:g} ms"
+        out = [f"| -L one stream, warren with metrics_listen | no scraper "
+               f"| GET /metrics every {every} | scraped/not (medians) "
+               "| scraped/not, each repetition: median (min–max) |",
+               "|---|---|---|---|---|"]
+        for fig, title, digits in (("gbit", "Gbit/s", 2), ("cpu", "warren CPU per GiB (s)", 3)):
+            for d in ("up", "down"):
+                none = self.scrape_results.get((d, fig, "none"))
+                scraped = self.scrape_results.get((d, fig, "scrape"))
+                pairs = self.scrape_pairs.get((d, fig))
+                rel = (f"{statistics.median(scraped) / statistics.median(none):.3f}"
+                       if none and scraped else "—")
+                out.append(f"| {d}, {title} | {cell(none, digits)} | {cell(scraped, digits)} "
+                           f"| {rel} | {cell(pairs, 3)} |")
+        s = self.scrapes
+        if s and s.latencies:
+            lat = [x * 1e3 for x in s.latencies]
+            out.append("")
+            out.append(f"scrapes: {len(lat)} in {s.elapsed:.0f} s of scraped runs "
+                       f"({len(lat) / max(s.elapsed, 1e-9):.1f} per s), {len(s.errors)} failed; "
+                       f"each a new connection, status 200 and warren_forward_bytes_total "
+                       f"checked; latency mean {statistics.mean(lat):.2f} ms, "
+                       f"p50 {pct(lat, 50):.2f}, p99 {pct(lat, 99):.2f}, max {max(lat):.2f}; "
+                       f"body {statistics.median(s.sizes):.0f} bytes")
+        if self.scrape_cpu:
+            per, n = self.scrape_cpu
+            line = (f"warren CPU per scrape without traffic: {per * 1e6:.0f} µs ({n} scrapes "
+                    f"back to back; /proc, 10 ms ticks), {per / self.args.scrape_every * 1e3:.2f}"
+                    f" ms of CPU per s at one scrape every {every}")
+            shares = []
+            for d in ("up", "down"):
+                g = self.scrape_results.get((d, "gbit", "none"))
+                cp = self.scrape_results.get((d, "cpu", "none"))
+                if g and cp:
+                    # warren's CPU seconds per second while forwarding at the median rate
+                    busy = statistics.median(cp) * statistics.median(g) * 1e9 / 8 / 2**30
+                    shares.append(f"{d} {per / self.args.scrape_every / busy * 100:.3f} %")
+            if shares:
+                line += ("; against warren's CPU while forwarding unscraped (median Gbit/s x "
+                         "CPU per GiB): " + ", ".join(shares))
+            out.append("")
+            out.append(line)
+        return out
 
     def main_table(self):
         out = []
@@ -949,6 +1079,60 @@ def echo_once(port, socks=None, timeout=5.0):
     finally:
         s.close()
     return time.perf_counter() - t0
+
+
+def scrape_once(port, want=b"warren_forward_bytes_total", timeout=5.0):
+    """One `GET /metrics` on a new connection, the whole body read: (seconds, body bytes).
+    Raises unless the answer is 200 and its body names `want`."""
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection(LOOP, port, timeout=timeout)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    took = time.perf_counter() - t0
+    if r.status != 200 or want not in body:
+        raise ConnectionError(f"GET /metrics: {r.status}, {len(body)} bytes without {want!r}")
+    return took, len(body)
+
+
+class Scraper(threading.Thread):
+    """`scrape_once` every `every` s on a fixed beat (as Prometheus does; a beat missed
+    while a scrape took longer is skipped) from `start()` to `stop()`."""
+
+    def __init__(self, port, every):
+        super().__init__(daemon=True)
+        self.port, self.every = port, every
+        self.stopping = threading.Event()
+        self.latencies, self.sizes, self.errors = [], [], []
+        self.elapsed = 0.0
+
+    def run(self):
+        t0 = beat = time.perf_counter()
+        while not self.stopping.is_set():
+            try:
+                took, size = scrape_once(self.port)
+                self.latencies.append(took)
+                self.sizes.append(size)
+            except (OSError, http.client.HTTPException) as e:
+                self.errors.append(str(e))
+            now = time.perf_counter()
+            beat = max(beat + self.every, now)
+            self.stopping.wait(beat - now)
+        self.elapsed = time.perf_counter() - t0
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+
+    def add(self, other):
+        """Adds another (stopped) scraper's counts to these."""
+        self.latencies += other.latencies
+        self.sizes += other.sizes
+        self.errors += other.errors
+        self.elapsed += other.elapsed
 
 
 def iperf(port, seconds, reverse=False, parallel=1):
@@ -1136,12 +1320,16 @@ def main():
                     help="connect+echo iterations per latency figure (default 1000)")
     ap.add_argument("--http-mib", type=int, help="size of the HTTP download (default 2048)")
     ap.add_argument("--only", default="throughput,latency,memory,cold,recovery,rtt",
-                    help="comma-separated figure groups to run (default: all but ciphers; "
-                         "rtt only with --rtt; ciphers: -L one stream up and down per cipher)")
+                    help="comma-separated figure groups to run (default: all but ciphers and "
+                         "scrape; rtt only with --rtt; ciphers: -L one stream up and down per "
+                         "cipher; scrape: -L one stream up and down without and with a "
+                         "scraper of warren's metrics_listen)")
     ap.add_argument("--ciphers", default=",".join(CIPHERS),
                     help="the ciphers of the ciphers group (default: warren's default list)")
     ap.add_argument("--ssh-mac", help="ssh's MAC in the ciphers group (-m; default: ssh's own "
                     "choice, umac-64-etm@openssh.com with a CTR cipher)")
+    ap.add_argument("--scrape-every", type=float, default=0.1,
+                    help="seconds between two GET /metrics of the scrape group (default 0.1)")
     ap.add_argument("--rtt", type=int, default=20,
                     help="round-trip time in ms of the delayed link of the rtt group "
                          "(default 20; 0 skips the group)")
@@ -1206,7 +1394,7 @@ def main():
             b.loads.append((g, loadavg(), busy))
             {"throughput": b.throughput, "latency": b.latency, "memory": b.memory,
              "cold": b.cold_start, "recovery": b.recovery, "rtt": b.rtt,
-             "ciphers": b.cipher_group}[g]()
+             "ciphers": b.cipher_group, "scrape": b.scrape_group}[g]()
         header = [
             f"command: bench/run.sh {' '.join(sys.argv[1:])}".rstrip(),
             f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, took {time.time() - started:.0f} s",
