@@ -24,6 +24,7 @@ mod logs;
 mod metrics;
 mod names_and_sockets;
 mod netns;
+mod on_demand;
 mod reload;
 mod remote_forward;
 mod runtime;
