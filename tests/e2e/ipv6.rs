@@ -1,5 +1,6 @@
 //! IPv6 throughout: an sshd listening on `::1` (`hostname = "::1"`), `[::1]:PORT` local and
-//! dynamic ingresses, an egress on `[::1]`, SOCKS5 requests for IPv6 addresses (ATYP 4), and
+//! dynamic ingresses, a remote ingress on the server's `[::1]:0`, egresses on `[::1]`, SOCKS5
+//! requests for IPv6 addresses (ATYP 4), and
 //! `warren connect` with ssh's bracketed `-L`/`-D` specs. Where this machine has no IPv6
 //! loopback they fail and say so (they never skip silently).
 
@@ -9,11 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use warren::config::BindAddr;
+use warren::config::{BindAddr, Endpoint};
+use warren::forward::ForwardState;
 
 use crate::harness::{
     EchoServer, KeyKind, MIB, NO_IPV6, SshServer, UserKey, WarrenProcess, current_user,
-    push_through, tail, with_timeout, within,
+    push_through, tail, wait_until, with_timeout, within,
 };
 use crate::support::{TestDaemon, forward_table, host_table, with_setting};
 
@@ -68,9 +70,10 @@ async fn socks5_connect(socks: SocketAddr, target: SocketAddr) -> anyhow::Result
     Ok(s)
 }
 
-/// The server on `::1`, a local forward from a `[::1]` ingress to an `[::1]` egress, and a
-/// dynamic forward on `[::1]:0` asked for an IPv6 address: bytes and digests both ways, and
-/// sshd saw IPv6 on both sides.
+/// The server on `::1`, a local forward from a `[::1]` ingress to an `[::1]` egress, a
+/// dynamic forward on `[::1]:0` asked for an IPv6 address, and a remote forward from the
+/// server's `[::1]:0` back to an `[::1]` egress here: bytes and digests both ways, and sshd
+/// saw IPv6 on both sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_server_ingresses_and_egress_carry_bytes() {
     with_timeout(LIMIT, async {
@@ -88,7 +91,14 @@ async fn ipv6_server_ingresses_and_egress_carry_bytes() {
                 &local.to_string(),
                 Some(&echo_addr.to_string()),
             )
-            + &forward_table("socks", "h", "dynamic", "[::1]:0", None);
+            + &forward_table("socks", "h", "dynamic", "[::1]:0", None)
+            + &forward_table(
+                "rev",
+                "h",
+                "remote",
+                "[::1]:0",
+                Some(&echo_addr.to_string()),
+            );
         let d = TestDaemon::start(&toml, vec![listener]).await?;
         d.wait_up("h", STEP)
             .await
@@ -120,8 +130,27 @@ async fn ipv6_server_ingresses_and_egress_carry_bytes() {
         );
         let stream = socks5_connect(socks, echo_addr).await?;
         push_through(stream, 4 * MIB).await?.check_echoed()?;
+
+        // -R on the server's [::1]:0, back to the [::1] egress here.
+        let rev = d.forward("rev");
+        wait_until(STEP, "the remote forward to be ready", || {
+            let s = rev.status();
+            s.state == ForwardState::Ready && s.remote_listen.is_some()
+        })
+        .await
+        .with_context(|| format!("status of rev: {:?}", rev.status()))?;
+        let remote = match rev.status().remote_listen {
+            Some(Endpoint::Tcp { host, port }) if host == "::1" && port != 0 => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
+            }
+            other => anyhow::bail!("the remote ingress is {other:?}, want [::1]:PORT"),
+        };
+        // The server is this machine: its [::1] listener is reachable from here.
+        push_through(TcpStream::connect(remote).await?, 4 * MIB)
+            .await?
+            .check_echoed()?;
         ensure!(
-            echo.connections() == 2,
+            echo.connections() == 3,
             "{} echo connections",
             echo.connections()
         );
