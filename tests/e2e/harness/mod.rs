@@ -10,6 +10,7 @@ mod agent;
 mod ca;
 mod http;
 mod keys;
+mod local_user;
 mod notify;
 mod openssh_client;
 mod peers;
@@ -30,6 +31,7 @@ pub use {
     ca::TestCa,
     http::HttpServer,
     keys::{KeyKind, UserKey, fingerprint},
+    local_user::LocalUser,
     notify::NotifySocket,
     openssh_client::OpenSshClient,
     peers::{BoxStream, EchoServer, PeerAddr, PeerServer, SinkServer, SourceServer, Transport},
@@ -42,8 +44,8 @@ pub use {
         write_random,
     },
     util::{
-        bind_loopback, current_user, is_root, run_checked, tail, wait_for, wait_until,
-        with_timeout, within,
+        NO_IPV6, bind_loopback, bind_loopback_v6, current_user, is_root, run_checked, tail,
+        wait_for, wait_until, with_timeout, within,
     },
     warren::{WARREN, WarrenProcess, exit_code, launcher_command, run_warren, warren_command},
 };

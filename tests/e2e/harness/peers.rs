@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::transfer::{Digest, random_digest, read_digest, write_random};
-use super::util::{bind_loopback, rebind_loopback, within};
+use super::util::{bind_loopback, bind_loopback_v6, rebind_loopback, within};
 
 /// Any byte stream a peer can serve.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -141,6 +141,23 @@ impl PeerServer {
         Ok(Self::serve(listener, addr, dir, handler))
     }
 
+    /// Like [`PeerServer::start`] with TCP on `[::1]:0` (fails where there is no IPv6
+    /// loopback).
+    pub async fn start_ipv6<F, Fut>(handler: F) -> anyhow::Result<Self>
+    where
+        F: Fn(BoxStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let l = bind_loopback_v6().await?;
+        let addr = l.local_addr().context("local address")?;
+        Ok(Self::serve(
+            Listener::Tcp(l),
+            PeerAddr::Tcp(addr),
+            None,
+            handler,
+        ))
+    }
+
     /// Like [`PeerServer::start`] on `127.0.0.1:port` again, a port an earlier peer of this
     /// test was given (its listener must be gone: dropping a peer closes it shortly after).
     pub fn start_at<F, Fut>(port: u16, handler: F) -> anyhow::Result<Self>
@@ -211,6 +228,11 @@ impl EchoServer {
     /// Starts an echo server.
     pub async fn start(transport: Transport) -> anyhow::Result<Self> {
         PeerServer::start(transport, echo).await.map(EchoServer)
+    }
+
+    /// Starts an echo server on `[::1]:0` (fails where there is no IPv6 loopback).
+    pub async fn start_ipv6() -> anyhow::Result<Self> {
+        PeerServer::start_ipv6(echo).await.map(EchoServer)
     }
 
     /// Starts an echo server on `127.0.0.1:port` again, after an earlier one of this test

@@ -1,6 +1,7 @@
-//! `SshServer`: a throwaway OpenSSH server per test, one `sshd -i` per connection accepted on 127.0.0.1:0.
+//! `SshServer`: a throwaway OpenSSH server per test, one `sshd -i` per connection accepted on
+//! 127.0.0.1:0 (or `[::1]:0`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use super::keys::{KeyKind, generate_key_pair, read_public, set_mode, with_suffix
 use super::procs;
 use super::sessions::{SessionCounts, Sessions};
 use super::sshd_config::ServerSettings;
-use super::util::{bind_loopback, is_root, rebind_loopback, tail, wait_until};
+use super::util::{bind_loopback, bind_loopback_v6, is_root, rebind, tail, wait_until};
 
 /// One of the server's host key pairs.
 #[derive(Clone, Debug)]
@@ -34,9 +35,16 @@ pub struct SshServerBuilder {
     password_authentication: bool,
     host_key_kinds: Vec<KeyKind>,
     extra: Vec<String>,
+    ipv6: bool,
 }
 
 impl SshServerBuilder {
+    /// Listens on `[::1]:0` instead of `127.0.0.1:0` (fails where there is no IPv6 loopback).
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
     /// `PasswordAuthentication yes|no` (default no).
     pub fn password_authentication(mut self, on: bool) -> Self {
         self.password_authentication = on;
@@ -55,7 +63,8 @@ impl SshServerBuilder {
         self
     }
 
-    /// Generates keys, writes and checks the config, binds 127.0.0.1:0 and starts serving.
+    /// Generates keys, writes and checks the config, binds 127.0.0.1:0 (or `[::1]:0`) and
+    /// starts serving.
     pub async fn start(self) -> anyhow::Result<SshServer> {
         ensure_privsep_dir()?;
         let dir = tempfile::tempdir().context("create the sshd tempdir")?;
@@ -93,12 +102,18 @@ impl SshServerBuilder {
         let log = dir.path().join("sshd.log");
         std::fs::write(&log, "").context("create the sshd log")?;
 
-        let listener = bind_loopback().await?;
-        let port = listener.local_addr().context("local address")?.port();
+        let listener = if self.ipv6 {
+            bind_loopback_v6().await?
+        } else {
+            bind_loopback().await?
+        };
+        let bound = listener.local_addr().context("local address")?;
+        let (ip, port) = (bound.ip(), bound.port());
         let sessions = Arc::new(Sessions::new(config.clone(), log.clone()));
         let acceptor = Acceptor::start(listener, sessions.clone());
         let server = SshServer {
             dir,
+            ip,
             port,
             config,
             log,
@@ -118,6 +133,8 @@ impl SshServerBuilder {
 /// new session, so changes apply to the next connection. Dropping it kills every process it started.
 pub struct SshServer {
     pub(super) dir: TempDir,
+    /// `127.0.0.1`, or `::1` when built with [`SshServerBuilder::ipv6`].
+    ip: IpAddr,
     port: u16,
     pub(super) config: PathBuf,
     log: PathBuf,
@@ -136,6 +153,7 @@ impl SshServer {
             password_authentication: false,
             host_key_kinds: vec![KeyKind::Ed25519, KeyKind::Ecdsa],
             extra: Vec::new(),
+            ipv6: false,
         }
     }
 
@@ -144,9 +162,14 @@ impl SshServer {
         Self::builder().start().await
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` (or `[::1]:PORT`).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    /// The address it listens on: `127.0.0.1` (or `::1`).
+    pub fn ip(&self) -> IpAddr {
+        self.ip
     }
 
     /// The listening port.
@@ -189,9 +212,9 @@ impl SshServer {
         lines.concat()
     }
 
-    /// The known_hosts lines for `127.0.0.1`.
+    /// The known_hosts lines for the address it listens on (`127.0.0.1` or `::1`).
     pub fn known_hosts(&self) -> String {
-        self.known_hosts_line("127.0.0.1")
+        self.known_hosts_line(&self.ip.to_string())
     }
 
     /// A known_hosts file holding [`SshServer::known_hosts`].
@@ -275,7 +298,7 @@ impl SshServer {
     pub fn resume_accepting(&self) -> anyhow::Result<()> {
         let mut acceptor = lock(&self.acceptor);
         if acceptor.is_none() {
-            let listener = rebind_loopback(self.port)?;
+            let listener = rebind(self.addr())?;
             *acceptor = Some(Acceptor::start(listener, self.sessions.clone()));
         }
         Ok(())

@@ -78,13 +78,34 @@ pub async fn bind_loopback() -> anyhow::Result<TcpListener> {
         .context("bind a listener on 127.0.0.1:0")
 }
 
+/// A TCP listener on `[::1]` with a port picked by the kernel. Where this machine has no
+/// IPv6 loopback the error says so: the IPv6 tests then fail (they never skip silently).
+pub async fn bind_loopback_v6() -> anyhow::Result<TcpListener> {
+    TcpListener::bind("[::1]:0").await.context(NO_IPV6)
+}
+
+/// Why a test that needs `::1` fails where it is missing.
+pub const NO_IPV6: &str = "this machine has no IPv6 loopback: binding [::1]:0 failed; the IPv6 \
+                           tests need ::1 on lo (in a container, enable IPv6, e.g. \
+                           sysctl net.ipv6.conf.lo.disable_ipv6=0)";
+
 /// Binds `127.0.0.1:port` with `SO_REUSEADDR`, for re-opening a port this test owned before.
 pub fn rebind_loopback(port: u16) -> anyhow::Result<TcpListener> {
-    let socket = TcpSocket::new_v4().context("create a TCP socket")?;
+    rebind(([127, 0, 0, 1], port).into())
+}
+
+/// Binds `addr` with `SO_REUSEADDR`, for re-opening an address this test owned before.
+pub fn rebind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .context("create a TCP socket")?;
     socket.set_reuseaddr(true).context("set SO_REUSEADDR")?;
     socket
-        .bind(([127, 0, 0, 1], port).into())
-        .with_context(|| format!("re-bind 127.0.0.1:{port}"))?;
+        .bind(addr)
+        .with_context(|| format!("re-bind {addr}"))?;
     socket.listen(1024).context("listen")
 }
 

@@ -1,8 +1,10 @@
 //! User authentication in OpenSSH's order: agent keys, identity files (with their
-//! `-cert.pub` certificates), then a password from a file. RSA signs with rsa-sha2 only.
+//! `-cert.pub` certificates), then a password from a file, sent as `password` and then, when
+//! the server offers it, as the answer to `keyboard-interactive`. RSA signs with rsa-sha2 only.
 
 use std::path::{Path, PathBuf};
 
+use russh::MethodKind;
 use russh::client::{AuthResult, Handle, Handler};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
@@ -10,6 +12,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
 use tracing::{debug, info};
 
 use super::error::SessionError;
+use super::kbd_interactive::{self, Outcome};
 use super::keys;
 use crate::config::HostConfig;
 
@@ -18,6 +21,8 @@ use crate::config::HostConfig;
 struct Attempts {
     offered: Vec<String>,
     unusable: Vec<String>,
+    /// Why keyboard-interactive could not be answered (naming the prompt).
+    unanswered: Option<String>,
 }
 
 /// Authenticates `handle` as `host.user`; `Ok` once the server accepts a method.
@@ -46,6 +51,16 @@ pub async fn authenticate<H: Handler>(
             info!(method = "password", "authenticated");
             return Ok(());
         }
+        if offers(&result, MethodKind::KeyboardInteractive) {
+            match kbd_interactive::authenticate(handle, &host.user, &password).await? {
+                Outcome::Accepted => {
+                    info!(method = "keyboard-interactive", "authenticated");
+                    return Ok(());
+                }
+                Outcome::Rejected => tried.offered.push("keyboard-interactive".into()),
+                Outcome::Unanswerable(why) => tried.unanswered = Some(why),
+            }
+        }
     }
     if tried.offered.is_empty() && !tried.unusable.is_empty() {
         return Err(SessionError::Config(format!(
@@ -59,6 +74,9 @@ pub async fn authenticate<H: Handler>(
     } else {
         format!("the server rejected {}", tried.offered.join(", "))
     };
+    if let Some(why) = &tried.unanswered {
+        detail.push_str(&format!("; {why}"));
+    }
     if !tried.unusable.is_empty() {
         detail.push_str(&format!("; skipped: {}", tried.unusable.join("; ")));
     }
@@ -66,6 +84,16 @@ pub async fn authenticate<H: Handler>(
         user: host.user.clone(),
         detail,
     })
+}
+
+/// Whether the server, rejecting a method, names `method` as one that can continue.
+fn offers(result: &AuthResult, method: MethodKind) -> bool {
+    match result {
+        AuthResult::Success => false,
+        AuthResult::Failure {
+            remaining_methods, ..
+        } => remaining_methods.contains(&method),
+    }
 }
 
 async fn try_agent<H: Handler>(

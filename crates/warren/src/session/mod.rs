@@ -10,6 +10,7 @@ mod counters;
 mod error;
 mod handle;
 mod handler;
+mod kbd_interactive;
 mod keys;
 mod live;
 mod proxy_command;
