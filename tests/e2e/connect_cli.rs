@@ -138,6 +138,24 @@ async fn connect_cli_v_logs_debug_and_f_is_refused_naming_warren_run() {
                 "{stderr}"
             );
         }
+        // ... but an `autossh -f` line converted with --print-config is fine as written.
+        let home_env = [("HOME", home.path().to_str().unwrap_or("/nonexistent"))];
+        let out = run_warren(
+            &[
+                "connect",
+                "-f",
+                "-N",
+                "-L",
+                &spec,
+                "127.0.0.1",
+                "--print-config",
+            ],
+            &home_env,
+            STEP,
+        )
+        .await?;
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8(out.stdout)?.contains("[[forward]]"));
         Ok(())
     })
     .await;

@@ -196,8 +196,9 @@ pub struct ConnectArgs {
     /// session.
     #[arg(short = 'M', value_name = "PORT")]
     pub monitor_port: Option<String>,
-    /// Refused: warren does not fork into the background; run it under systemd (`warren run`
-    /// with the file `--print-config` writes) or a shell's `&`.
+    /// Refused (exit 64): warren does not fork into the background; run it under systemd
+    /// (`warren run` with the file `--print-config` writes) or a shell's `&`. Ignored with
+    /// `--print-config`, so that an `autossh -f ...` line can be converted as written.
     #[arg(short = 'f')]
     pub background: bool,
     /// Print the equivalent configuration file (for `warren run -c`) and exit: the way from

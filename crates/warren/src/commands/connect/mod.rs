@@ -25,7 +25,8 @@ use crate::config::{Config, Env};
 /// Runs the tunnels of `args` (or prints them as a file); returns the exit code.
 pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
     crate::logging::init(&habits::log_args(args));
-    if args.background {
+    // `--print-config` on an `autossh -f ...` line is the way out of -f, not a use of it.
+    if args.background && !args.print_config {
         eprintln!("{}", habits::NO_BACKGROUND);
         return exit::USAGE;
     }
