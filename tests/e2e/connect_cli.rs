@@ -305,3 +305,32 @@ async fn connect_cli_exit_on_forward_failure_ends_it_when_the_server_refuses_a_l
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_cli_4_and_6_choose_the_address_family_of_the_server() {
+    with_timeout(LIMIT, async {
+        let f = Fixture::start().await?;
+        let home = tempfile::tempdir()?;
+        let spec = format!("0:127.0.0.1:{}", f.echo.addr().port());
+        // -6 to an IPv4 address: nothing to connect to, said as such (and retried).
+        let warren = connect(&f, home.path(), &["-N", "-6", "-L", &spec], &url(&f)?)?;
+        warren
+            .wait_for_stderr(STEP, |l| l.contains("no IPv6 address"))
+            .await?;
+        assert_eq!(f.server.session_counts().accepted, 0);
+        stop(warren).await?;
+        // -4 to `localhost`: its IPv4 address, where the server listens (under that name).
+        {
+            use std::io::Write as _;
+            let mut kh = std::fs::OpenOptions::new()
+                .append(true)
+                .open(f.server.known_hosts_path())?;
+            kh.write_all(f.server.known_hosts_line("localhost").as_bytes())?;
+        }
+        let destination = format!("ssh://{}@localhost:{}", current_user()?, f.server.port());
+        let warren = connect(&f, home.path(), &["-N", "-4", "-L", &spec], &destination)?;
+        echo_tcp(announced_local(&warren).await?).await?;
+        stop(warren).await
+    })
+    .await;
+}
