@@ -117,7 +117,8 @@ pub fn to_document(args: &ConnectArgs, env: &Env) -> Result<AdHoc, String> {
     doc.insert("hosts".into(), Value::Table(hosts));
 
     // The command line's forwards, then the ssh_config's (ssh adds both, dropping a
-    // forward given twice).
+    // forward given twice). The command line's are kept as given: two `-L 0:db:5432` are two
+    // forwards on two free ports, as warren always made them.
     let mut wanted: Vec<(ForwardFlag, String, String)> = Vec::new();
     let given = [
         (ForwardFlag::Local, &args.local),
@@ -134,16 +135,13 @@ pub fn to_document(args: &ConnectArgs, env: &Env) -> Result<AdHoc, String> {
         .map(|(f, _)| f.display().to_string())
         .unwrap_or_default();
     for (flag, spec) in &resolved.forwards {
-        let origin = format!("{file_name}: {}", directive_name(*flag));
-        wanted.push((*flag, spec.clone(), origin));
+        if !wanted.iter().any(|(f, s, _)| f == flag && s == spec) {
+            let origin = format!("{file_name}: {}", directive_name(*flag));
+            wanted.push((*flag, spec.clone(), origin));
+        }
     }
     let mut forwards = Vec::new();
-    let mut seen: Vec<(ForwardFlag, &str)> = Vec::new();
     for (flag, spec, origin) in &wanted {
-        if seen.contains(&(*flag, spec.as_str())) {
-            continue;
-        }
-        seen.push((*flag, spec.as_str()));
         forwards.push(forward_from(&dest_name, *flag, spec, origin)?);
     }
     if forwards.is_empty() {

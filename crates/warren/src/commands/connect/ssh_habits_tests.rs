@@ -177,9 +177,12 @@ fn ssh_config_forwards_of_the_destination_are_added() {
         ]
     );
     assert_eq!(c.hosts["bastion"].hostname, "127.0.0.1");
-    // The same forward on the command line and in the file is one forward, as in ssh.
+    // The same forward on the command line and in the file is one forward, as in ssh; the
+    // command line's are kept as given (two port-0 forwards are two forwards).
     let (_, c) = adhoc(&["-L", "5432:db:5432", "bastion"], &env).unwrap();
     assert_eq!(c.forwards.len(), 3);
+    let (_, c) = adhoc(&["-L", "0:db:1", "-L", "0:db:1", "bastion"], &env).unwrap();
+    assert_eq!(c.forwards.len(), 5);
     // The ssh_config alone may give every forward; -o wins over its ExitOnForwardFailure.
     let (a, c) = adhoc(&["-o", "ExitOnForwardFailure=no", "bastion"], &env).unwrap();
     assert!(!a.exit_on_forward_failure);
