@@ -7,6 +7,7 @@ mod algorithms;
 mod auth;
 mod config_files;
 mod connect;
+mod connect_cli;
 mod docs;
 mod flow_control;
 mod handover;

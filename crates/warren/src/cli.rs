@@ -44,8 +44,9 @@ pub enum Command {
     Reconnect(ReconnectArgs),
     /// Ask a running daemon to start its binary anew and hand it every socket (same as SIGUSR2).
     Upgrade(SocketArg),
-    /// Ad-hoc tunnels without a file, `ssh -N` style.
-    Connect(ConnectArgs),
+    /// Ad-hoc tunnels without a file, with ssh's options (`-N -L ... user@host` as written for
+    /// ssh or autossh works); `--print-config` turns the command line into a configuration file.
+    Connect(Box<ConnectArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(CompletionsArgs),
     /// Print the warren(1) manual page (roff) to stdout.
@@ -161,16 +162,58 @@ pub struct ConnectArgs {
     /// Login user.
     #[arg(short = 'l', value_name = "USER")]
     pub user: Option<String>,
-    /// A host setting of the config file, for example `-o keepalive_interval=5s` (repeatable).
+    /// A host setting of the config file (`-o keepalive_interval=5s`) or the OpenSSH option of
+    /// the same meaning (`-o ServerAliveInterval=30`, `UserKnownHostsFile`, `AddressFamily`...);
+    /// `-o ExitOnForwardFailure=yes` exits (1) when a forward fails at start instead of
+    /// retrying it (repeatable).
     #[arg(short = 'o', value_name = "KEY=VALUE")]
     pub options: Vec<String>,
+    /// ssh_config file to read instead of ~/.ssh/config; `none` reads none (as ssh -F).
+    #[arg(short = 'F', value_name = "FILE")]
+    pub ssh_config: Option<String>,
+    /// Connect to the server over IPv4 only (ssh's AddressFamily inet).
+    #[arg(short = '4', conflicts_with = "inet6")]
+    pub inet4: bool,
+    /// Connect to the server over IPv6 only (ssh's AddressFamily inet6).
+    #[arg(short = '6')]
+    pub inet6: bool,
+    /// Quiet: log warnings and errors only (as --log-level warn).
+    #[arg(short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Verbose: -v logs debug lines, -vv adds russh's, -vvv traces everything.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Accepted and ignored, as ssh's -N: warren never runs a remote command.
+    #[arg(short = 'N')]
+    pub no_command: bool,
+    /// Accepted and ignored, as ssh's -T: warren never asks for a terminal.
+    #[arg(short = 'T')]
+    pub no_tty: bool,
+    /// Accepted and ignored, as ssh's -n: warren reads nothing from stdin.
+    #[arg(short = 'n')]
+    pub null_stdin: bool,
+    /// autossh's monitor port (`-M 0`): accepted and ignored, warren's keepalives watch the
+    /// session.
+    #[arg(short = 'M', value_name = "PORT")]
+    pub monitor_port: Option<String>,
+    /// Refused (exit 64): warren does not fork into the background; run it under systemd
+    /// (`warren run` with the file `--print-config` writes) or a shell's `&`. Ignored with
+    /// `--print-config`, so that an `autossh -f ...` line can be converted as written.
+    #[arg(short = 'f')]
+    pub background: bool,
+    /// Print the equivalent configuration file (for `warren run -c`) and exit: the way from
+    /// ssh and autossh command lines to a daemon.
+    #[arg(long)]
+    pub print_config: bool,
     /// Announce the forwards as JSON objects, one per line (default: `-L LISTEN -> CONNECT`).
     #[arg(long)]
     pub json: bool,
     /// Exit (0) once no connection has been open for this long after the first one, e.g. `30s`.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub exit_when_idle: Option<std::time::Duration>,
-    /// [USER@]HOST[:PORT], or ssh://[USER@]HOST[:PORT]
+    /// [USER@]HOST[:PORT], or ssh://[USER@]HOST[:PORT] (`[IPv6]` in brackets); a Host alias
+    /// of the ssh_config, whose settings and LocalForward/RemoteForward/DynamicForward lines
+    /// apply as with ssh
     #[arg(value_name = "DESTINATION")]
     pub destination: String,
     #[command(flatten)]

@@ -56,6 +56,8 @@ pub enum Mode {
         json: bool,
         /// End once no connection has been open for this long after the first one.
         exit_when_idle: Option<Duration>,
+        /// `ExitOnForwardFailure`: end (exit 1) if a forward fails before every forward is up.
+        exit_on_forward_failure: bool,
     },
 }
 
@@ -214,11 +216,20 @@ async fn serve(config: Config, mode: Mode, mut passed: Passed) -> u8 {
     );
     let mut idle: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
         Box::pin(std::future::pending());
+    let mut failed: std::pin::Pin<Box<dyn std::future::Future<Output = (String, String)> + Send>> =
+        Box::pin(std::future::pending());
+    let mut code = exit::OK;
     if let Mode::Connect {
         json,
         exit_when_idle,
+        exit_on_forward_failure,
     } = mode
     {
+        if exit_on_forward_failure {
+            failed = Box::pin(super::connect::failure_at_start(
+                daemon.watch_control_state(),
+            ));
+        }
         let state = daemon.watch_control_state();
         tokio::spawn(async move {
             super::connect::announce(state, json, &mut std::io::stdout()).await;
@@ -241,6 +252,11 @@ async fn serve(config: Config, mode: Mode, mut passed: Passed) -> u8 {
             _ = term.recv() => { info!(signal = "SIGTERM", "stopping"); break }
             _ = int.recv() => { info!(signal = "SIGINT", "stopping"); break }
             () = &mut idle => { info!("no connection open for --exit-when-idle; stopping"); break }
+            (forward, error) = &mut failed => {
+                error!(%forward, %error, "forward failed and ExitOnForwardFailure is set; stopping");
+                code = exit::FAILURE;
+                break
+            }
             _ = hup.recv() => {
                 info!(signal = "SIGHUP", "reloading");
                 let _ = reload(&mut daemon, file_env.as_ref()).await;
@@ -295,7 +311,7 @@ async fn serve(config: Config, mode: Mode, mut passed: Passed) -> u8 {
     let grace = daemon.config().daemon.shutdown_grace;
     daemon.shutdown(grace).await;
     info!(pid = std::process::id(), "stopped");
-    exit::OK
+    code
 }
 
 /// Starts a new process of the binary with every socket; `Ok(pid)` once it is ready (this

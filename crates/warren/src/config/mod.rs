@@ -77,6 +77,29 @@ pub enum HostKeyPolicy {
     AcceptNew,
 }
 
+/// Which addresses of the server's name a direct connection tries (ssh's `AddressFamily`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressFamily {
+    /// IPv4 and IPv6, in the resolver's order.
+    #[default]
+    Any,
+    /// IPv4 only (`ssh -4`).
+    Inet,
+    /// IPv6 only (`ssh -6`).
+    Inet6,
+}
+
+impl AddressFamily {
+    /// Whether `addr` is of this family.
+    pub fn admits(self, addr: &std::net::SocketAddr) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Inet => addr.is_ipv4(),
+            Self::Inet6 => addr.is_ipv6(),
+        }
+    }
+}
+
 /// How a host's SSH connection is carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -121,6 +144,8 @@ pub struct HostConfig {
     pub host_key_fingerprints: Vec<String>,
     /// How the connection is carried.
     pub route: Route,
+    /// Which of the server's addresses a direct connection tries.
+    pub address_family: AddressFamily,
     /// TCP connect + handshake + auth, per attempt.
     pub connect_timeout: Duration,
     /// Silence before a keepalive is sent.

@@ -926,3 +926,38 @@ fn on_demand_hosts_their_following_hops_and_what_they_cannot_carry() {
         "{p}"
     );
 }
+
+#[test]
+fn address_family_from_the_host_the_defaults_or_the_ssh_config() {
+    let c = ok(
+        "[defaults]\naddress_family = \"inet6\"\n[hosts.a]\n[hosts.b]\naddress_family = \"inet\"\n[hosts.c]\naddress_family = \"any\"\n",
+    );
+    let family = |n: &str| c.hosts[n].address_family;
+    assert_eq!(
+        (family("a"), family("b"), family("c")),
+        (
+            AddressFamily::Inet6,
+            AddressFamily::Inet,
+            AddressFamily::Any
+        )
+    );
+    assert_eq!(ok(HOST).hosts["db"].address_family, AddressFamily::Any);
+    assert_eq!(
+        one_problem("[hosts.a]\naddress_family = \"ipv4\"\n"),
+        "2:18: `address_family` \"ipv4\" is not valid; expected \"any\", \"inet\" or \"inet6\""
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh_config");
+    std::fs::write(&ssh, "Host v6\n  AddressFamily inet6\n").unwrap();
+    let c = ok(&format!(
+        "[daemon]\nssh_config = \"{}\"\n[hosts.v6]\n[hosts.other]\n",
+        ssh.display()
+    ));
+    assert_eq!(c.hosts["v6"].address_family, AddressFamily::Inet6);
+    assert_eq!(c.hosts["other"].address_family, AddressFamily::Any);
+    assert!(AddressFamily::Inet.admits(&"127.0.0.1:22".parse().unwrap()));
+    assert!(!AddressFamily::Inet.admits(&"[::1]:22".parse().unwrap()));
+    assert!(AddressFamily::Inet6.admits(&"[::1]:22".parse().unwrap()));
+    assert!(AddressFamily::Any.admits(&"[::1]:22".parse().unwrap()));
+}

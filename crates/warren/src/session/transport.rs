@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::HostHandle;
 use super::error::SessionError;
-use crate::config::{Endpoint, HostConfig, Route};
+use crate::config::{AddressFamily, Endpoint, HostConfig, Route};
 
 /// Any transport russh can run a session over.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -53,21 +53,22 @@ pub async fn open(
             Ok(Box::pin(super::proxy_command::start(cmd, host).await?))
         }
         (Route::Direct, _) => {
-            let stream = QuickAck(tcp(&host.hostname, host.port).await?);
+            let stream = QuickAck(tcp(&host.hostname, host.port, host.address_family).await?);
             Ok(Box::pin(BufReader::with_capacity(READ_BUFFER, stream)))
         }
     }
 }
 
 /// Resolves `host` now (DNS may have changed since the last attempt) and connects to the
-/// first address that answers, with TCP_NODELAY.
-pub async fn tcp(host: &str, port: u16) -> Result<TcpStream, SessionError> {
+/// first address of `family` that answers, with TCP_NODELAY.
+pub async fn tcp(host: &str, port: u16, family: AddressFamily) -> Result<TcpStream, SessionError> {
     let addrs: Vec<_> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| SessionError::Resolve {
             host: host.to_string(),
             source,
         })?
+        .filter(|a| family.admits(a))
         .collect();
     let mut last = None;
     for addr in &addrs {
@@ -83,7 +84,14 @@ pub async fn tcp(host: &str, port: u16) -> Result<TcpStream, SessionError> {
     let (addr, source) = last.unwrap_or_else(|| {
         (
             format!("{host}:{port}"),
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                match family {
+                    AddressFamily::Any => "no addresses",
+                    AddressFamily::Inet => "no IPv4 address (address_family = \"inet\")",
+                    AddressFamily::Inet6 => "no IPv6 address (address_family = \"inet6\")",
+                },
+            ),
         )
     });
     Err(SessionError::Connect { addr, source })

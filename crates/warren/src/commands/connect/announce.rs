@@ -2,7 +2,8 @@
 //! listener confirmed, one line per forward on stdout (`-L 127.0.0.1:41873 -> db:5555`, or one
 //! JSON object with `--json`), flushed, so that `read` or `subprocess` can wait for it
 //! instead of sleeping; and, with `--exit-when-idle`, the end once no connection has been open
-//! for that long after the first one.
+//! for that long after the first one; with `ExitOnForwardFailure`, the end (exit 1) when a
+//! forward fails before all are up.
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::ForwardSpec;
 use crate::control::ControlState;
-use crate::forward::ForwardRuntime;
+use crate::forward::{ForwardRuntime, ForwardState};
 
 /// How often the forwards are looked at (their own state has no watch of its own).
 const POLL: Duration = Duration::from_millis(20);
@@ -79,6 +80,25 @@ pub async fn announce(
         let _ = writeln!(out, "{text}");
     }
     let _ = out.flush();
+}
+
+/// With `ExitOnForwardFailure`: resolves with the forward's name and error once a forward
+/// fails before every forward has come up (a remote listener the server refused); after
+/// that, failures are retried as by `warren run`.
+pub async fn failure_at_start(state: watch::Receiver<ControlState>) -> (String, String) {
+    loop {
+        let forwards = state.borrow().forwards.clone();
+        for f in &forwards {
+            let status = f.status();
+            if status.state == ForwardState::Failed {
+                return (f.config.name.clone(), status.last_error.unwrap_or_default());
+            }
+        }
+        if forwards.iter().all(|f| listening(f).is_some()) {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Resolves once connections have been made and none has been open for `idle`.

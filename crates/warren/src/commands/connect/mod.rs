@@ -1,30 +1,47 @@
-//! `warren connect`: ad-hoc tunnels from `ssh -N`-style options. The options become a
-//! configuration (a TOML document built with the `toml` crate), validated and run by exactly
-//! the code of `warren run`.
+//! `warren connect`: ad-hoc tunnels from ssh's command line (and the forwards of the
+//! destination's ssh_config `Host` blocks). The options become a configuration (a TOML
+//! document built with the `toml` crate), validated and run by exactly the code of
+//! `warren run`; `--print-config` prints that document instead of running it.
 
 mod announce;
+mod document;
+mod habits;
 mod options;
 mod specs;
 
-pub(super) use announce::{announce, idle_for};
+#[cfg(test)]
+mod ssh_habits_tests;
 
+pub(super) use announce::{announce, failure_at_start, idle_for};
+
+use std::io::Write;
 use std::path::Path;
 
-use toml::{Table, Value};
 use tracing::error;
 
-use self::specs::{split_colons, split_forward};
 use crate::cli::{ConnectArgs, exit};
-use crate::config::{Config, Destination, Env};
+use crate::config::{Config, Env};
 
-/// Runs the tunnels of `args`; returns the exit code.
+/// Runs the tunnels of `args` (or prints them as a file); returns the exit code.
 pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
-    crate::logging::init(&args.log);
-    let text = match to_toml(args) {
-        Ok(t) => t,
+    crate::logging::init(&habits::log_args(args));
+    // `--print-config` on an `autossh -f ...` line is the way out of -f, not a use of it.
+    if args.background && !args.print_config {
+        eprintln!("{}", habits::NO_BACKGROUND);
+        return exit::USAGE;
+    }
+    let adhoc = match document::to_document(args, env) {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("warren connect: {e}");
             return exit::USAGE;
+        }
+    };
+    let text = match toml::to_string(&adhoc.document) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warren connect: {e}");
+            return exit::FAILURE;
         }
     };
     let config = match Config::parse(&text, Path::new("warren-connect.toml"), env) {
@@ -39,154 +56,29 @@ pub fn connect(args: &ConnectArgs, env: &Env) -> u8 {
             return exit::USAGE;
         }
     };
+    if args.print_config {
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => exit::OK,
+            Err(_) => exit::FAILURE,
+        };
+    }
     super::run::serve_blocking(
         config,
         super::run::Mode::Connect {
             json: args.json,
             exit_when_idle: args.exit_when_idle,
+            exit_on_forward_failure: adhoc.exit_on_forward_failure,
         },
         crate::handover::Passed::default(),
     )
 }
 
-/// Translates the command line into configuration text.
-pub fn to_toml(args: &ConnectArgs) -> Result<String, String> {
-    toml::to_string(&to_document(args)?).map_err(|e| e.to_string())
-}
-
-/// The command line as a configuration document.
-fn to_document(args: &ConnectArgs) -> Result<Table, String> {
-    if args.local.is_empty() && args.remote.is_empty() && args.dynamic.is_empty() {
-        return Err("nothing to forward: give at least one -L, -R or -D".into());
-    }
-    let dest = Destination::parse(&args.destination)?;
-    // Like ssh, read ~/.ssh/config (a missing file is an empty one): a host written by its
-    // alias gets its HostName, User, Port, ProxyJump... from there; the options here win.
-    let mut doc = Table::new();
-    doc.insert(
-        "daemon".into(),
-        table([("ssh_config", Value::Boolean(true))]),
-    );
-    let mut hosts = Table::new();
-    let dest_name = table_name(&dest.host, "destination");
-    let mut host = host_table(&dest, &dest_name);
-    if let Some(u) = &args.user {
-        host.insert("user".into(), Value::String(u.clone()));
-    }
-    if let Some(p) = args.port {
-        host.insert("port".into(), Value::Integer(i64::from(p)));
-    }
-    if !args.identity.is_empty() {
-        let files = args
-            .identity
-            .iter()
-            .map(|p| Value::String(p.to_string_lossy().into_owned()))
-            .collect();
-        host.insert("identity_files".into(), Value::Array(files));
-    }
-    if let Some(jumps) = &args.jump {
-        let mut names = Vec::new();
-        for (i, hop) in jumps.split(',').enumerate() {
-            let hop = Destination::parse(hop.trim())?;
-            let name = table_name(&hop.host, &format!("jump{}", i + 1));
-            hosts.insert(name.clone(), Value::Table(host_table(&hop, &name)));
-            names.push(Value::String(name));
-        }
-        host.insert("jump".into(), Value::Array(names));
-    }
-    for o in &args.options {
-        let (k, v) = options::option(o)?;
-        host.insert(k, v);
-    }
-    hosts.insert(dest_name.clone(), Value::Table(host));
-    doc.insert("hosts".into(), Value::Table(hosts));
-
-    let mut forwards = Vec::new();
-    for spec in &args.local {
-        let (listen, connect, public) = split_forward(spec, "-L")?;
-        forwards.push(forward(
-            &dest_name,
-            "local",
-            &listen,
-            Some(&connect),
-            public,
-        ));
-    }
-    for spec in &args.remote {
-        let (listen, connect, _) = split_forward(spec, "-R")?;
-        forwards.push(forward(
-            &dest_name,
-            "remote",
-            &listen,
-            Some(&connect),
-            false,
-        ));
-    }
-    for spec in &args.dynamic {
-        let parts = split_colons(spec);
-        let (listen, public) = match parts.as_slice() {
-            [port] => (port.clone(), false),
-            [bind, port] => (specs::join_bind(bind, port), specs::is_explicit_bind(bind)),
-            _ => return Err(format!("-D {spec}: expected [BIND:]PORT")),
-        };
-        forwards.push(forward(&dest_name, "dynamic", &listen, None, public));
-    }
-    doc.insert("forward".into(), Value::Array(forwards));
-    Ok(doc)
-}
-
-fn table<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::Table(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
-}
-
-/// The `[hosts.NAME]` table of a destination: its host (when the table's name is not it),
-/// user and port.
-fn host_table(d: &Destination, name: &str) -> Table {
-    let mut t = Table::new();
-    if name != d.host {
-        t.insert("hostname".into(), Value::String(d.host.clone()));
-    }
-    if let Some(u) = &d.user {
-        t.insert("user".into(), Value::String(u.clone()));
-    }
-    if let Some(p) = d.port {
-        t.insert("port".into(), Value::Integer(i64::from(p)));
-    }
-    t
-}
-
-/// The `[hosts.NAME]` name for `host`: the host itself when it can be one (so that ssh_config
-/// `Host` blocks match it, as with ssh), else `fallback` (IPv6 literals).
-fn table_name(host: &str, fallback: &str) -> String {
-    let usable = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if usable {
-        host.to_string()
-    } else {
-        fallback.to_string()
-    }
-}
-
-/// A `[[forward]]` table.
-fn forward(host: &str, kind: &str, listen: &str, connect: Option<&str>, public: bool) -> Value {
-    let mut t = Table::new();
-    t.insert("host".into(), Value::String(host.into()));
-    t.insert("type".into(), Value::String(kind.into()));
-    t.insert("listen".into(), Value::String(listen.into()));
-    if let Some(c) = connect {
-        t.insert("connect".into(), Value::String(c.into()));
-    }
-    if public {
-        t.insert("allow_public".into(), Value::Boolean(true));
-    }
-    Value::Table(t)
+/// Translates the command line (and the ssh_config's forwards for its destination) into
+/// configuration text.
+pub fn to_toml(args: &ConnectArgs, env: &Env) -> Result<String, String> {
+    let adhoc = document::to_document(args, env)?;
+    toml::to_string(&adhoc.document).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -198,15 +90,22 @@ mod tests {
         let mut full = vec!["warren", "connect"];
         full.extend_from_slice(line);
         match Cli::parse_args(full).unwrap().command {
-            Command::Connect(c) => c,
+            Command::Connect(c) => *c,
             _ => unreachable!(),
         }
     }
 
+    /// This process's environment with a home that holds no ssh_config.
+    fn env() -> Env {
+        Env {
+            home: Some("/nonexistent-home".into()),
+            ..Env::from_process()
+        }
+    }
+
     fn config(line: &[&str]) -> Config {
-        let text = to_toml(&args(line)).unwrap();
-        Config::parse(&text, Path::new("c.toml"), &Env::from_process())
-            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        let text = to_toml(&args(line), &env()).unwrap();
+        Config::parse(&text, Path::new("c.toml"), &env()).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
     #[test]
@@ -292,7 +191,7 @@ mod tests {
         assert_eq!(c.hosts["jump2"].hostname, "fd00::1");
         assert_eq!(
             c.daemon.ssh_config,
-            Env::from_process().home.map(|h| h.join(".ssh/config"))
+            Some(std::path::PathBuf::from("/nonexistent-home/.ssh/config"))
         );
     }
 
@@ -305,32 +204,29 @@ mod tests {
     #[test]
     fn bad_options_are_usage_errors() {
         assert!(
-            to_toml(&args(&["h"]))
+            to_toml(&args(&["h"]), &env())
                 .unwrap_err()
                 .contains("nothing to forward")
         );
         assert!(
-            to_toml(&args(&["-L", "1:2", "h"]))
+            to_toml(&args(&["-L", "1:2", "h"]), &env())
                 .unwrap_err()
                 .contains("expected [BIND:]PORT")
         );
         assert!(
-            to_toml(&args(&[
-                "-D",
-                "1080",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "h"
-            ]))
+            to_toml(
+                &args(&["-D", "1080", "-o", "StrictHostKeyChecking=no", "h"]),
+                &env()
+            )
             .unwrap_err()
             .contains("always verifies")
         );
         assert!(
-            to_toml(&args(&["-D", "1080", "-o", "novalue", "h"]))
+            to_toml(&args(&["-D", "1080", "-o", "novalue", "h"]), &env())
                 .unwrap_err()
                 .contains("KEY=VALUE")
         );
-        let text = to_toml(&args(&["-D", "1080", "-o", "bogus_key=1", "h"])).unwrap();
-        assert!(Config::parse(&text, Path::new("c"), &Env::from_process()).is_err());
+        let text = to_toml(&args(&["-D", "1080", "-o", "bogus_key=1", "h"]), &env()).unwrap();
+        assert!(Config::parse(&text, Path::new("c"), &env()).is_err());
     }
 }

@@ -3,13 +3,32 @@
 
 use toml::Value;
 
-/// The setting `-o KEY=VALUE` stands for.
-pub(super) fn option(o: &str) -> Result<(String, Value), String> {
+/// `-o KEY=VALUE` split, trimmed.
+fn split(o: &str) -> Result<(&str, &str), String> {
     let (k, v) = o
         .split_once('=')
         .or_else(|| o.split_once(char::is_whitespace))
         .ok_or_else(|| format!("-o {o}: expected KEY=VALUE"))?;
-    let (k, v) = (k.trim(), v.trim());
+    Ok((k.trim(), v.trim()))
+}
+
+/// `Some` when `o` is `ExitOnForwardFailure=yes|no`: a setting of `warren connect` itself,
+/// not of the host.
+pub(super) fn exit_on_forward_failure(o: &str) -> Result<Option<bool>, String> {
+    let (k, v) = split(o)?;
+    if !k.eq_ignore_ascii_case("exitonforwardfailure") {
+        return Ok(None);
+    }
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(Some(true)),
+        "no" | "false" => Ok(Some(false)),
+        _ => Err(format!("-o {o}: expected yes or no")),
+    }
+}
+
+/// The setting `-o KEY=VALUE` stands for.
+pub(super) fn option(o: &str) -> Result<(String, Value), String> {
+    let (k, v) = split(o)?;
     let secs = |v: &str| {
         let text = if v.bytes().all(|b| b.is_ascii_digit()) {
             format!("{v}s")
@@ -38,6 +57,7 @@ pub(super) fn option(o: &str) -> Result<(String, Value), String> {
         "serveraliveinterval" => ("keepalive_interval", secs(v)),
         "serveralivecountmax" => ("keepalive_count_max", number(v)),
         "connecttimeout" => ("connect_timeout", secs(v)),
+        "addressfamily" => ("address_family", string(&v.to_ascii_lowercase())),
         "proxycommand" => ("proxy_command", string(v)),
         "hostname" => ("hostname", string(v)),
         "user" => ("user", string(v)),

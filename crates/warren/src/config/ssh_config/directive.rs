@@ -68,6 +68,24 @@ pub(super) enum Setting {
     /// `KexAlgorithms`, `HostKeyAlgorithms`, `Ciphers`, `MACs`: the list as written (checked
     /// with the TOML's, at the `ssh_config` key).
     Algorithms(AlgorithmList, String),
+    /// `LocalForward`, `RemoteForward`, `DynamicForward`: the arguments joined with `:`, as
+    /// the `-L`, `-R`, `-D` of the command line write them (read by `warren connect` only).
+    Forward(ForwardFlag, String),
+    /// `ExitOnForwardFailure yes|no`.
+    ExitOnForwardFailure(bool),
+    /// `AddressFamily`: `any`, `inet` or `inet6`, lowercase.
+    AddressFamily(String),
+}
+
+/// Which forward a `*Forward` line adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardFlag {
+    /// `LocalForward`, ssh's `-L`.
+    Local,
+    /// `RemoteForward`, ssh's `-R`.
+    Remote,
+    /// `DynamicForward`, ssh's `-D`.
+    Dynamic,
 }
 
 /// Which algorithm list an option sets.
@@ -118,6 +136,7 @@ pub(super) fn parse(line: &Line<'_>) -> Result<Directive, String> {
         "match" => match_criteria(args).map(Directive::Match),
         "include" => include(args),
         "userknownhostsfile" => Ok(Directive::Set(known_hosts(args)?)),
+        "localforward" | "remoteforward" | "dynamicforward" => forward(&keyword, name, &args),
         _ => option(&keyword, name, single(name, args)?),
     }
 }
@@ -145,6 +164,15 @@ fn option(keyword: &str, name: &str, value: String) -> Result<Directive, String>
         "hostkeyalgorithms" => Setting::Algorithms(AlgorithmList::HostKey, value),
         "ciphers" => Setting::Algorithms(AlgorithmList::Cipher, value),
         "macs" => Setting::Algorithms(AlgorithmList::Mac, value),
+        "exitonforwardfailure" => Setting::ExitOnForwardFailure(yes_no(name, &value)?),
+        "addressfamily" => match value.to_ascii_lowercase().as_str() {
+            family @ ("any" | "inet" | "inet6") => Setting::AddressFamily(family.to_owned()),
+            _ => {
+                return Err(format!(
+                    "bad AddressFamily \"{value}\": expected any, inet or inet6"
+                ));
+            }
+        },
         _ => return Ok(Directive::Ignored),
     };
     Ok(Directive::Set(setting))
@@ -172,6 +200,11 @@ fn canonical_name(lowercase: &str) -> Option<&'static str> {
         "hostkeyalgorithms" => "HostKeyAlgorithms",
         "ciphers" => "Ciphers",
         "macs" => "MACs",
+        "localforward" => "LocalForward",
+        "remoteforward" => "RemoteForward",
+        "dynamicforward" => "DynamicForward",
+        "exitonforwardfailure" => "ExitOnForwardFailure",
+        "addressfamily" => "AddressFamily",
         _ => return None,
     })
 }
@@ -184,6 +217,32 @@ fn single(name: &str, args: Vec<String>) -> Result<String, String> {
         (Some(_), Some(extra)) => Err(format!(
             "{name} takes one value; unexpected \"{extra}\" (quote a value that holds spaces)"
         )),
+    }
+}
+
+/// `LocalForward LISTEN CONNECT`, `RemoteForward LISTEN CONNECT` (or `LISTEN` alone, a
+/// remote SOCKS proxy), `DynamicForward LISTEN`; the forward itself is checked by
+/// `warren connect`, with those of the command line.
+fn forward(keyword: &str, name: &str, args: &[String]) -> Result<Directive, String> {
+    let (flag, counts, usage) = match keyword {
+        "localforward" => (ForwardFlag::Local, 2..=2, "[BIND:]PORT HOST:HOSTPORT"),
+        "remoteforward" => (ForwardFlag::Remote, 1..=2, "[BIND:]PORT [HOST:HOSTPORT]"),
+        _ => (ForwardFlag::Dynamic, 1..=1, "[BIND:]PORT"),
+    };
+    if !counts.contains(&args.len()) {
+        return Err(format!(
+            "bad {name} \"{}\": expected {usage}",
+            args.join(" ")
+        ));
+    }
+    Ok(Directive::Set(Setting::Forward(flag, args.join(":"))))
+}
+
+fn yes_no(name: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("bad {name} \"{value}\": expected yes or no")),
     }
 }
 

@@ -33,6 +33,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use directive::ForwardFlag;
 use directive::{AlgorithmList, Criterion, Proxy, Setting, Test};
 use pattern::matches_list;
 use read::{File, Item};
@@ -94,6 +95,13 @@ pub struct ResolvedHost {
     pub ciphers: Option<String>,
     /// `MACs`, as written.
     pub macs: Option<String>,
+    /// Every `LocalForward`, `RemoteForward` and `DynamicForward` that applies, in file order,
+    /// each as the command line's `-L`/`-R`/`-D` would write it (`5432:db:5432`).
+    pub forwards: Vec<(ForwardFlag, String)>,
+    /// `ExitOnForwardFailure`.
+    pub exit_on_forward_failure: Option<bool>,
+    /// `AddressFamily`: `any`, `inet` or `inet6`.
+    pub address_family: Option<String>,
 }
 
 /// Why an ssh_config could not be loaded.
@@ -242,6 +250,9 @@ struct Found {
     host_key: Option<String>,
     ciphers: Option<String>,
     macs: Option<String>,
+    forwards: Vec<(ForwardFlag, String)>,
+    exit_on_forward_failure: Option<bool>,
+    address_family: Option<String>,
 }
 
 impl Found {
@@ -268,6 +279,15 @@ impl Found {
             Setting::ServerAliveInterval(v) => first(&mut self.alive_interval, v),
             Setting::ServerAliveCountMax(v) => first(&mut self.alive_count_max, v),
             Setting::ConnectTimeout(v) => first(&mut self.connect_timeout, v),
+            // Forwards add up, as in ssh (which drops exact duplicates).
+            Setting::Forward(flag, v) => {
+                let forward = (*flag, v.clone());
+                if !self.forwards.contains(&forward) {
+                    self.forwards.push(forward);
+                }
+            }
+            Setting::ExitOnForwardFailure(v) => first(&mut self.exit_on_forward_failure, v),
+            Setting::AddressFamily(v) => first(&mut self.address_family, v),
             Setting::Algorithms(list, v) => first(
                 match list {
                     AlgorithmList::Kex => &mut self.kex,
@@ -312,6 +332,9 @@ impl Found {
             host_key_algorithms: self.host_key,
             ciphers: self.ciphers,
             macs: self.macs,
+            forwards: self.forwards,
+            exit_on_forward_failure: self.exit_on_forward_failure,
+            address_family: self.address_family,
         }
     }
 }

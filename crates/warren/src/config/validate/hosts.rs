@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::config::algorithms::{Algorithms, Kind};
 use crate::config::names;
 use crate::config::raw::{RawHost, Str, StrList};
-use crate::config::{HostConfig, HostKeyPolicy, Route};
+use crate::config::{AddressFamily, HostConfig, HostKeyPolicy, Route};
 
 const DEFAULT_IDENTITY_FILES: &[&str] = &["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"];
 const DEFAULT_KNOWN_HOSTS: &[&str] = &["~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts"];
@@ -124,6 +124,22 @@ pub(super) fn host_config(
                 cx.err(v.span(), format!("`host_key_policy` \"{other}\" is not valid; expected \"strict\" or \"accept-new\""));
                 ok = false;
                 HostKeyPolicy::Strict
+            }
+        },
+    };
+    let address_family = match h.address_family.as_ref() {
+        None => AddressFamily::Any,
+        Some(v) => match v.get_ref().as_str() {
+            "any" => AddressFamily::Any,
+            "inet" => AddressFamily::Inet,
+            "inet6" => AddressFamily::Inet6,
+            other => {
+                cx.err(
+                    v.span(),
+                    format!("`address_family` \"{other}\" is not valid; expected \"any\", \"inet\" or \"inet6\""),
+                );
+                ok = false;
+                AddressFamily::Any
             }
         },
     };
@@ -241,6 +257,7 @@ pub(super) fn host_config(
         host_key_policy,
         host_key_fingerprints,
         route,
+        address_family,
         connect_timeout,
         keepalive_interval,
         keepalive_count_max,

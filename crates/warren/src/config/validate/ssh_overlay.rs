@@ -81,6 +81,9 @@ pub(super) fn fill_from_ssh_config(h: &mut RawHost, name: &str, d: &RawHost, cx:
             None => {}
         }
     }
+    if h.address_family.is_none() && d.address_family.is_none() {
+        h.address_family = r.address_family.clone().and_then(s);
+    }
     if h.connect_timeout.is_none() && d.connect_timeout.is_none() {
         h.connect_timeout = r
             .connect_timeout

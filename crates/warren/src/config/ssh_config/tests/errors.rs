@@ -57,6 +57,22 @@ fn bad_values_are_reported_with_file_and_line() {
         ),
         ("HostName x%\n", "1: HostName \"x%\" ends in a lone %"),
         ("Host\n", "1: Host needs a value"),
+        (
+            "LocalForward 5432\n",
+            "1: bad LocalForward \"5432\": expected [BIND:]PORT HOST:HOSTPORT",
+        ),
+        (
+            "DynamicForward 1080 x:1\n",
+            "1: bad DynamicForward \"1080 x:1\": expected [BIND:]PORT",
+        ),
+        (
+            "ExitOnForwardFailure maybe\n",
+            "1: bad ExitOnForwardFailure \"maybe\": expected yes or no",
+        ),
+        (
+            "AddressFamily ipx\n",
+            "1: bad AddressFamily \"ipx\": expected any, inet or inet6",
+        ),
         ("Match hots x\n", "1: unknown Match criterion \"hots\""),
         ("Match host\n", "1: Match host needs a value"),
         (

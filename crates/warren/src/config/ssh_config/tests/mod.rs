@@ -52,7 +52,7 @@ impl Tree {
 }
 
 /// Reads an expected result: `keyword value` lines (lowercase keywords as `ssh -G` prints
-/// them; times in seconds; `$HOME` for the fake home; list keywords repeat, `none` for an
+/// them; times in seconds; forwards as `-L`/`-R`/`-D` write them; `$HOME` for the fake home; list keywords repeat, `none` for an
 /// empty known-hosts list).
 fn expected(text: &str, home: &Path) -> ResolvedHost {
     let home = home.to_str().unwrap();
@@ -86,6 +86,11 @@ fn expected(text: &str, home: &Path) -> ResolvedHost {
             "serveraliveinterval" => r.server_alive_interval = Some(secs(value)),
             "serveralivecountmax" => r.server_alive_count_max = Some(value.parse().unwrap()),
             "connecttimeout" => r.connect_timeout = Some(secs(value)),
+            "localforward" => r.forwards.push((ForwardFlag::Local, value.into())),
+            "remoteforward" => r.forwards.push((ForwardFlag::Remote, value.into())),
+            "dynamicforward" => r.forwards.push((ForwardFlag::Dynamic, value.into())),
+            "exitonforwardfailure" => r.exit_on_forward_failure = Some(value == "yes"),
+            "addressfamily" => r.address_family = Some(value.into()),
             other => panic!("unknown expectation keyword {other}"),
         }
     }

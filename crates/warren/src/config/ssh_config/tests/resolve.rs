@@ -204,7 +204,7 @@ const CASES: &[Case] = &[
         name: "unknown keywords are ignored, values unchecked",
         files: &[(
             "home/.ssh/config",
-            "Frobnicate yes\nLocalForward 8080 localhost:80\nCompression maybe\nBogus\n\
+            "Frobnicate yes\nPermitLocalCommand yes\nCompression maybe\nBogus\n\
              IgnoreUnknown Frob*\nHost a\n  UseKeychain yes\n  User u\n",
         )],
         hosts: &[("a", "user u")],
@@ -256,6 +256,44 @@ const CASES: &[Case] = &[
         hosts: &[
             ("nas.lan", "hostname nas.lan.example.com"),
             ("pct", "hostname 100%-pct"),
+        ],
+    },
+    Case {
+        name: "forwards of every matching block add up; ExitOnForwardFailure, AddressFamily",
+        files: &[(
+            "home/.ssh/config",
+            "Host bastion
+  LocalForward 5432 db:5432
+  LocalForward [::1]:6000 [fd00::1]:6000
+             \x20 RemoteForward 127.0.0.1:9000 localhost:3000
+  DynamicForward 1080
+             \x20 LocalForward /tmp/l.sock /run/pg.sock
+  ExitOnForwardFailure yes
+             \x20 AddressFamily INET
+             Host *
+  LocalForward 5432 db:5432
+  LocalForward 7000 other:7000
+             \x20 ExitOnForwardFailure no
+",
+        )],
+        hosts: &[
+            (
+                "bastion",
+                "localforward 5432:db:5432
+localforward [::1]:6000:[fd00::1]:6000
+                 remoteforward 127.0.0.1:9000:localhost:3000
+dynamicforward 1080
+                 localforward /tmp/l.sock:/run/pg.sock
+exitonforwardfailure yes
+                 addressfamily inet
+localforward 7000:other:7000",
+            ),
+            (
+                "web",
+                "localforward 5432:db:5432
+localforward 7000:other:7000
+exitonforwardfailure no",
+            ),
         ],
     },
 ];
