@@ -314,7 +314,7 @@ fn unknown_forward_type() {
     ));
     assert_eq!(
         p,
-        "5:8: `type` \"lcoal\" is not valid; expected \"local\", \"remote\" or \"dynamic\""
+        "5:8: `type` \"lcoal\" is not valid; expected \"local\", \"remote\", \"dynamic\" or \"remote-dynamic\""
     );
 }
 

@@ -113,6 +113,18 @@ fn to_document(args: &ConnectArgs) -> Result<Table, String> {
         ));
     }
     for spec in &args.remote {
+        // As in ssh, a -R without a destination is a SOCKS proxy on the server.
+        let listen = match split_colons(spec).as_slice() {
+            [port] if !port.starts_with('/') => Some(port.clone()),
+            [bind, port] if !bind.starts_with('/') && !port.starts_with('/') => {
+                Some(specs::join_bind(bind, port))
+            }
+            _ => None,
+        };
+        if let Some(listen) = listen {
+            forwards.push(forward(&dest_name, "remote-dynamic", &listen, None, false));
+            continue;
+        }
         let (listen, connect, _) = split_forward(spec, "-R")?;
         forwards.push(forward(
             &dest_name,
@@ -220,6 +232,12 @@ mod tests {
             "/tmp/l.sock:/run/pg.sock",
             "-R",
             "0:localhost:3000",
+            "-R",
+            "1081",
+            "-R",
+            "[::1]:0",
+            "-R",
+            "8080:/run/app.sock",
             "-D",
             "1080",
             "-p",
@@ -267,6 +285,9 @@ mod tests {
                 s("local", "127.0.0.2:6000", "[fd00::1]:6000"),
                 s("local", "/tmp/l.sock", "/run/pg.sock"),
                 s("remote", "127.0.0.1:0", "localhost:3000"),
+                s("remote-dynamic", "127.0.0.1:1081", "-"),
+                s("remote-dynamic", "[::1]:0", "-"),
+                s("remote", "127.0.0.1:8080", "/run/app.sock"),
                 s("dynamic", "127.0.0.1:1080", "-"),
             ]
         );
