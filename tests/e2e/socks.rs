@@ -453,8 +453,18 @@ fn hostile_cases() -> Vec<Hostile> {
             answer: vec![5, 0],
         },
         Hostile {
-            name: "unknown version byte (HTTP)",
+            // An HTTP client: only CONNECT is served (tests/e2e/http_connect.rs).
+            name: "HTTP GET",
             send: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            eof: false,
+            answer: warren::forward::http_connect::status(
+                405,
+                "only CONNECT is served on this proxy port",
+            ),
+        },
+        Hostile {
+            name: "unknown version byte 0x16 (TLS)",
+            send: vec![0x16, 3, 1, 0, 5],
             eof: false,
             answer: vec![],
         },
