@@ -12,7 +12,10 @@ use tokio::net::TcpStream;
 use warren::config::Endpoint;
 use warren::forward::ForwardState;
 
-use crate::harness::{HttpServer, KeyKind, MIB, SshServer, UserKey, hex, wait_until, with_timeout};
+use crate::harness::{
+    HttpServer, KeyKind, MIB, SshServer, UserKey, WarrenProcess, current_user, hex, wait_until,
+    with_timeout,
+};
 use crate::socks::{curl, read_until_closed, socks4, socks5, v4_ip, v5_ipv4, v5_name};
 use crate::support::{TestDaemon, forward_table, host_table, ingress};
 
@@ -198,6 +201,73 @@ async fn openssh_regress_dynamic_forward() {
             http.requests()
         );
         f.stop().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// The binary, as a user runs it: `warren connect --json -R 0 -D 0` announces where each
+/// proxy listens (the server's port for -R), and curl fetches through both, by SOCKS and by
+/// HTTP CONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warren_connect_r_with_only_a_port_is_a_proxy_on_the_server() {
+    with_timeout(LIMIT, async {
+        let server = SshServer::start().await?;
+        let key = UserKey::generate(KeyKind::Ed25519, None).await?;
+        server.authorize(&key)?;
+        let dir = tempfile::tempdir()?;
+        let kh = format!("UserKnownHostsFile={}", server.known_hosts_path().display());
+        let (port, user) = (server.port().to_string(), current_user()?);
+        let key_path = key.path().display().to_string();
+        let warren = WarrenProcess::spawn(
+            &[
+                "connect",
+                "--json",
+                "-R",
+                "0",
+                "-D",
+                "0",
+                "-i",
+                &key_path,
+                "-p",
+                &port,
+                "-l",
+                &user,
+                "-o",
+                &kh,
+                "-o",
+                "agent=false",
+                "127.0.0.1",
+            ],
+            &[("HOME", dir.path().to_str().unwrap_or("/nonexistent"))],
+        )?;
+        let lines = warren
+            .wait_for_stdout_lines(2, Duration::from_secs(30))
+            .await?;
+        let mut listens = std::collections::HashMap::new();
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            ensure!(v["connect"].is_null(), "{line}");
+            let kind = v["type"].as_str().unwrap_or_default().to_string();
+            listens.insert(kind, v["listen"].as_str().unwrap_or_default().to_string());
+        }
+        let (Some(r), Some(d)) = (listens.get("remote-dynamic"), listens.get("dynamic")) else {
+            bail!("announced {lines:?}");
+        };
+        ensure!(
+            !r.ends_with(":0") && !d.ends_with(":0"),
+            "announced {lines:?}"
+        );
+        let http = HttpServer::start(4 * MIB).await?;
+        let url = format!("http://localhost:{}/", http.addr().port());
+        for proxy in [r, d] {
+            fetch_and_compare(&http, &["--socks5-hostname".into(), proxy.clone()], &url).await?;
+            let args = ["-p".to_string(), "-x".into(), format!("http://{proxy}")];
+            fetch_and_compare(&http, &args, &url).await?;
+        }
+        warren.sigterm()?;
+        let mut warren = warren;
+        ensure!(warren.wait_exit(Duration::from_secs(20)).await? == 0);
         Ok(())
     })
     .await;
