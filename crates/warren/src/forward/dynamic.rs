@@ -50,7 +50,7 @@ async fn client(
     };
     let Request {
         protocol,
-        target: request,
+        target: wanted,
         early,
     } = match handshake {
         Ok(r) => r,
@@ -59,7 +59,7 @@ async fn client(
             return;
         }
     };
-    let (target_host, target_port) = request.host_port();
+    let (target_host, target_port) = wanted.host_port();
     let target = Endpoint::Tcp {
         host: target_host,
         port: target_port,
@@ -73,6 +73,7 @@ async fn client(
         Err(e) => {
             debug!(target = %target, error = %e, "proxy connect failed");
             let _ = stream.write_all(&protocol.reply(reply_for(&e))).await;
+            let _ = stream.shutdown().await;
             return;
         }
     };
@@ -97,7 +98,7 @@ async fn client(
     }
 }
 
-/// The SOCKS answer for a channel that could not be opened.
+/// The answer (SOCKS code, or HTTP 502/504) for a channel that could not be opened.
 fn reply_for(e: &OpenError) -> Reply {
     match e {
         OpenError::Refused(russh::Error::ChannelOpenFailure(f)) => match f {
