@@ -4,17 +4,19 @@
 //! digests compared; a refused destination gets the SOCKS failure reply; and OpenSSH's
 //! `regress/dynamic-forward.sh` scenario for both -D and -R.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
 use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren::config::Endpoint;
 use warren::forward::ForwardState;
 
 use crate::harness::{
-    HttpServer, KeyKind, MIB, SshServer, UserKey, WarrenProcess, current_user, hex, wait_until,
-    with_timeout,
+    EchoServer, HttpServer, KeyKind, MIB, SshServer, Transport, UserKey, WarrenProcess,
+    current_user, hex, wait_until, with_timeout,
 };
 use crate::socks::{curl, read_until_closed, socks4, socks5, v4_ip, v5_ipv4, v5_name};
 use crate::support::{TestDaemon, forward_table, host_table, ingress};
@@ -110,7 +112,7 @@ async fn curl_fetches_through_the_proxy_on_the_server_by_socks5_and_socks4a() {
             http.requests()
         );
         let c = &f.daemon.forward("rsocks").counters;
-        let out = c.bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+        let out = c.bytes_out.load(Ordering::Relaxed);
         ensure!(out > 16 * MIB, "bytes_out {out} counts both bodies");
         f.stop().await;
         Ok(())
@@ -156,11 +158,8 @@ async fn a_refused_destination_gets_the_socks_failure_reply() {
         ensure!(format!("{e:#}").contains("97"), "curl: {e:#}");
         // And the HTTP face of the same port says 502.
         let mut s = TcpStream::connect(&proxy).await?;
-        tokio::io::AsyncWriteExt::write_all(
-            &mut s,
-            format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", addr.port()).as_bytes(),
-        )
-        .await?;
+        s.write_all(format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", addr.port()).as_bytes())
+            .await?;
         let answer = read_until_closed(&mut s, Duration::from_secs(10), "the 502").await?;
         let answer = String::from_utf8_lossy(&answer);
         ensure!(answer.starts_with("HTTP/1.1 502 "), "answer {answer:?}");
@@ -268,6 +267,49 @@ async fn warren_connect_r_with_only_a_port_is_a_proxy_on_the_server() {
         warren.sigterm()?;
         let mut warren = warren;
         ensure!(warren.wait_exit(Duration::from_secs(20)).await? == 0);
+        Ok(())
+    })
+    .await;
+}
+
+/// One connection beyond `max_connections` is answered in its protocol (SOCKS5: no acceptable
+/// method; HTTP: 503) and counted, while the open one keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_proxy_on_the_server_answers_the_next_client_with_a_failure() {
+    with_timeout(LIMIT, async {
+        let toml = reverse_socks("r") + "max_connections = 1\n";
+        let f = Fixture::start(&toml, vec![]).await?;
+        let proxy = format!("127.0.0.1:{}", f.server_port("r").await?);
+        let echo = EchoServer::start(Transport::Tcp).await?;
+        let mut held = TcpStream::connect(&proxy).await?;
+        let reply = socks5(&mut held, &v5_name("localhost", echo.addr().port())).await?;
+        ensure!(reply[..2] == [5, 0], "first client: {reply:?}");
+
+        let mut s = TcpStream::connect(&proxy).await?;
+        s.write_all(&[5, 1, 0]).await?;
+        let answer = read_until_closed(&mut s, Duration::from_secs(10), "the refusal").await?;
+        ensure!(answer == [5, 0xff], "SOCKS5 beyond the limit: {answer:?}");
+        let mut s = TcpStream::connect(&proxy).await?;
+        s.write_all(b"CONNECT localhost:1 HTTP/1.1\r\n\r\n").await?;
+        let answer = read_until_closed(&mut s, Duration::from_secs(10), "the 503").await?;
+        let answer = String::from_utf8_lossy(&answer);
+        ensure!(
+            answer.starts_with("HTTP/1.1 503 "),
+            "HTTP beyond the limit: {answer:?}"
+        );
+        let refused = f
+            .daemon
+            .forward("r")
+            .counters
+            .refused
+            .load(Ordering::Relaxed);
+        ensure!(refused == 2, "refused {refused}");
+
+        held.write_all(b"still here").await?;
+        let mut back = [0u8; 10];
+        tokio::time::timeout(Duration::from_secs(10), held.read_exact(&mut back)).await??;
+        ensure!(&back == b"still here");
+        f.stop().await;
         Ok(())
     })
     .await;

@@ -43,10 +43,10 @@ pub enum Refusal {
 }
 
 /// How long a refused SOCKS or HTTP client has to send its first byte, to be answered.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Refused clients answered at once per forward; beyond, a refused connection is just closed.
-const REFUSALS_ANSWERED: usize = 64;
+pub(super) const REFUSALS_ANSWERED: usize = 64;
 
 /// The accept loop of every ingress on this machine (local and dynamic forwards): spawn
 /// first, do the handshake inside the task, never I/O in the loop. A connection beyond

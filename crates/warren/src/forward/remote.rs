@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use russh::ChannelOpenFailure;
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::copy::{Ingress, splice};
+use super::local::REFUSALS_ANSWERED;
 use super::{ActiveGuard, Context, ForwardRuntime, ForwardState, remote_dynamic};
 use crate::config::Endpoint;
 use crate::session::{Backoff, Incoming, RouteKey, Session};
@@ -46,6 +47,7 @@ impl std::fmt::Display for Egress {
 pub async fn serve(s: Context, listen: Endpoint, egress: Egress) {
     let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
     let mut sessions = s.host.watch_session();
+    let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
     let cfg = s.host.config().clone();
     loop {
         let session = tokio::select! {
@@ -96,9 +98,19 @@ pub async fn serve(s: Context, listen: Endpoint, egress: Egress) {
                 _ = sessions.changed() => break false,
                 Some(incoming) = rx.recv() => {
                     // Beyond max_connections the channel is refused (the remote client's
-                    // connection is closed by the server), counted and logged once a burst.
+                    // connection is closed by the server), or, for a proxy, answered with
+                    // its protocol's failure; counted and logged once a burst.
                     let Some(active) = s.forward.counters.admit(s.forward.config.max_connections) else {
-                        incoming.reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                        let permit = match &egress {
+                            Egress::Proxy => answering.clone().try_acquire_owned().ok(),
+                            Egress::Fixed(_) => None,
+                        };
+                        match permit {
+                            Some(permit) => {
+                                s.connections.spawn(remote_dynamic::refuse(incoming, permit));
+                            }
+                            None => incoming.reply.reject(ChannelOpenFailure::ResourceShortage).await,
+                        }
                         continue;
                     };
                     let span = info_span!("conn", peer = %incoming.originator);

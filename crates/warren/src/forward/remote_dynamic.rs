@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::copy::{Ingress, splice};
+use super::local::REFUSAL_TIMEOUT;
 use super::proxy::{self, HANDSHAKE_TIMEOUT, Request};
 use super::socks::{Reply, Target};
 use super::{ActiveGuard, ForwardRuntime};
@@ -45,6 +47,15 @@ pub async fn connection(
             }
         } => {}
     }
+}
+
+/// Answers the client of one channel beyond the forward's `max_connections` with its
+/// protocol's failure (see [`proxy::refuse`]), within [`REFUSAL_TIMEOUT`].
+pub async fn refuse(incoming: Incoming, _permit: OwnedSemaphorePermit) {
+    let Incoming { channel, reply, .. } = incoming;
+    reply.accept().await;
+    let mut channel = channel.into_stream();
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, proxy::refuse(&mut channel)).await;
 }
 
 /// Reads the client's request from `channel`, connects its destination and answers; the
