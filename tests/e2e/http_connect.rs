@@ -1,18 +1,18 @@
 //! HTTP CONNECT on the SOCKS ports against the real sshd: `curl -p -x http://...` through a
 //! dynamic (-D) ingress and through a remote-dynamic one on the server, digests compared; a
 //! GET is answered 405, oversized headers 431, a client that does not finish its request in
-//! time 408, each with the connection closed.
+//! time 408, each with the connection closed; an IPv6 literal destination both ways.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::ensure;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use warren::forward::dynamic::HANDSHAKE_TIMEOUT;
 
-use crate::harness::{HttpServer, MIB, with_timeout};
+use crate::harness::{HttpServer, MIB, with_timeout, within};
 use crate::reverse_socks::{Fixture, fetch_and_compare, reverse_socks};
 use crate::socks::read_until_closed;
 use crate::support::{forward_table, ingress};
@@ -126,6 +126,56 @@ async fn other_methods_oversized_heads_and_slow_clients_are_answered_and_closed(
         let http = HttpServer::start(MIB).await?;
         let args = ["-p".to_string(), "-x".into(), format!("http://{proxy}")];
         fetch_and_compare(&http, &args, &http.url()).await?;
+        f.stop().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// `CONNECT [::1]:PORT`: an IPv6 literal destination, through -D (the server connects) and
+/// through remote-dynamic (this machine connects); bytes echoed after the 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_destination_is_reached_both_ways() {
+    with_timeout(LIMIT, async {
+        let (listener, socks) = ingress();
+        let toml =
+            forward_table("d", "h", "dynamic", &socks.to_string(), None) + &reverse_socks("r");
+        let f = Fixture::start(&toml, vec![listener]).await?;
+        let reverse: SocketAddr = format!("127.0.0.1:{}", f.server_port("r").await?).parse()?;
+        let echo = tokio::net::TcpListener::bind("[::1]:0").await?;
+        let port = echo.local_addr()?.port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        for proxy in [socks, reverse] {
+            let mut s = TcpStream::connect(proxy).await?;
+            s.write_all(
+                format!("CONNECT [::1]:{port} HTTP/1.1\r\nHost: [::1]:{port}\r\n\r\n").as_bytes(),
+            )
+            .await?;
+            let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+            let mut answer = vec![0u8; ok.len()];
+            within(
+                Duration::from_secs(10),
+                "the 200",
+                s.read_exact(&mut answer),
+            )
+            .await??;
+            ensure!(
+                answer == ok,
+                "{proxy}: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            s.write_all(b"ping over v6").await?;
+            let mut back = [0u8; 12];
+            within(Duration::from_secs(10), "the echo", s.read_exact(&mut back)).await??;
+            ensure!(&back == b"ping over v6", "{proxy}: echoed {back:?}");
+        }
         f.stop().await;
         Ok(())
     })
