@@ -63,7 +63,7 @@ impl Fixture {
 }
 
 /// A SOCKS5 CONNECT request for a name.
-fn v5_name(name: &str, port: u16) -> Vec<u8> {
+pub(crate) fn v5_name(name: &str, port: u16) -> Vec<u8> {
     let mut r = vec![5, 1, 0, 3, u8::try_from(name.len()).expect("short name")];
     r.extend_from_slice(name.as_bytes());
     r.extend_from_slice(&port.to_be_bytes());
@@ -71,7 +71,7 @@ fn v5_name(name: &str, port: u16) -> Vec<u8> {
 }
 
 /// A SOCKS5 request with command `cmd` for an IPv4 address.
-fn v5_ipv4(cmd: u8, addr: SocketAddr) -> Vec<u8> {
+pub(crate) fn v5_ipv4(cmd: u8, addr: SocketAddr) -> Vec<u8> {
     let SocketAddr::V4(a) = addr else {
         panic!("{addr} is not IPv4")
     };
@@ -82,7 +82,7 @@ fn v5_ipv4(cmd: u8, addr: SocketAddr) -> Vec<u8> {
 }
 
 /// A SOCKS4 request with command `cmd` for an IPv4 address, user id `user`.
-fn v4_ip(cmd: u8, addr: SocketAddr, user: &[u8]) -> Vec<u8> {
+pub(crate) fn v4_ip(cmd: u8, addr: SocketAddr, user: &[u8]) -> Vec<u8> {
     let SocketAddr::V4(a) = addr else {
         panic!("{addr} is not IPv4")
     };
@@ -95,7 +95,7 @@ fn v4_ip(cmd: u8, addr: SocketAddr, user: &[u8]) -> Vec<u8> {
 }
 
 /// A SOCKS4a CONNECT request for a name.
-fn v4a_name(name: &str, port: u16, user: &[u8]) -> Vec<u8> {
+pub(crate) fn v4a_name(name: &str, port: u16, user: &[u8]) -> Vec<u8> {
     let mut r = vec![4, 1];
     r.extend_from_slice(&port.to_be_bytes());
     r.extend_from_slice(&[0, 0, 0, 1]);
@@ -107,7 +107,7 @@ fn v4a_name(name: &str, port: u16, user: &[u8]) -> Vec<u8> {
 }
 
 /// Reads exactly `n` bytes within [`REPLY`].
-async fn read_n(s: &mut TcpStream, n: usize, what: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn read_n(s: &mut TcpStream, n: usize, what: &str) -> anyhow::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
     within(REPLY, what, s.read_exact(&mut buf))
         .await?
@@ -116,7 +116,7 @@ async fn read_n(s: &mut TcpStream, n: usize, what: &str) -> anyhow::Result<Vec<u
 }
 
 /// SOCKS5: greeting (no auth), then `request`; returns the 10-byte reply (IPv4 bound address).
-async fn socks5(s: &mut TcpStream, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn socks5(s: &mut TcpStream, request: &[u8]) -> anyhow::Result<Vec<u8>> {
     s.write_all(&[5, 1, 0]).await?;
     let method = read_n(s, 2, "the SOCKS5 method selection").await?;
     ensure!(method == [5, 0], "method selection {method:?}, want [5, 0]");
@@ -125,12 +125,12 @@ async fn socks5(s: &mut TcpStream, request: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// SOCKS4/4a: `request`; returns the 8-byte reply.
-async fn socks4(s: &mut TcpStream, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn socks4(s: &mut TcpStream, request: &[u8]) -> anyhow::Result<Vec<u8>> {
     s.write_all(request).await?;
     read_n(s, 8, "the SOCKS4 reply").await
 }
 
-fn ensure_v5_ok(reply: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn ensure_v5_ok(reply: &[u8]) -> anyhow::Result<()> {
     ensure!(
         reply[..2] == [5, 0] && reply[2] == 0 && reply[3] == 1,
         "SOCKS5 reply {reply:?}, want success [5, 0, 0, 1, ...]"
@@ -138,7 +138,7 @@ fn ensure_v5_ok(reply: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_v4_ok(reply: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn ensure_v4_ok(reply: &[u8]) -> anyhow::Result<()> {
     ensure!(
         reply[0] == 0 && reply[1] == 0x5a,
         "SOCKS4 reply {reply:?}, want [0, 0x5a, ...]"
@@ -147,7 +147,7 @@ fn ensure_v4_ok(reply: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Reads whatever remains until the peer closes (EOF or reset), within `limit`.
-async fn read_until_closed(
+pub(crate) async fn read_until_closed(
     s: &mut TcpStream,
     limit: Duration,
     what: &str,
@@ -262,7 +262,7 @@ async fn socks4_connect_by_ip_echoes() {
 }
 
 /// Runs curl through the SOCKS ingress with `proxy_args` and returns the body it printed.
-async fn curl(proxy_args: &[String], url: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn curl(proxy_args: &[String], url: &str) -> anyhow::Result<Vec<u8>> {
     let mut cmd = tokio::process::Command::new("curl");
     // No proxy variables or curlrc from the environment.
     cmd.env_clear()
@@ -453,8 +453,18 @@ fn hostile_cases() -> Vec<Hostile> {
             answer: vec![5, 0],
         },
         Hostile {
-            name: "unknown version byte (HTTP)",
+            // An HTTP client: only CONNECT is served (tests/e2e/http_connect.rs).
+            name: "HTTP GET",
             send: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            eof: false,
+            answer: warren::forward::http_connect::status(
+                405,
+                "only CONNECT is served on this proxy port",
+            ),
+        },
+        Hostile {
+            name: "unknown version byte 0x16 (TLS)",
+            send: vec![0x16, 3, 1, 0, 5],
             eof: false,
             answer: vec![],
         },

@@ -144,7 +144,8 @@ pub struct ConnectArgs {
     /// Local forward: [BIND:]PORT:HOST:HOSTPORT or [BIND:]PORT:/remote/socket (repeatable).
     #[arg(short = 'L', value_name = "SPEC")]
     pub local: Vec<String>,
-    /// Remote forward: [BIND:]PORT:HOST:HOSTPORT (repeatable).
+    /// Remote forward: [BIND:]PORT:HOST:HOSTPORT, or [BIND:]PORT alone for a SOCKS and HTTP
+    /// CONNECT proxy on the server whose connections leave from here (repeatable).
     #[arg(short = 'R', value_name = "SPEC")]
     pub remote: Vec<String>,
     /// Dynamic SOCKS forward: [BIND:]PORT (repeatable).

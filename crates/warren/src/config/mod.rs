@@ -184,7 +184,7 @@ pub struct ForwardConfig {
     pub probe_interval: Option<Duration>,
 }
 
-/// The three forward kinds and their addresses.
+/// The four forward kinds and their addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardSpec {
     /// `-L`: listen here, connect from the server.
@@ -201,20 +201,36 @@ pub enum ForwardSpec {
         /// Egress as seen from this machine.
         connect: Endpoint,
     },
-    /// `-D`: a SOCKS server here whose connections leave from the server.
+    /// `-D`: a SOCKS (and HTTP CONNECT) proxy here whose connections leave from the server.
     Dynamic {
         /// Ingress on this machine.
         listen: BindAddr,
     },
+    /// `-R [BIND:]PORT`: a SOCKS (and HTTP CONNECT) proxy on the server whose connections
+    /// leave from this machine.
+    RemoteDynamic {
+        /// Ingress on the server (port 0: the server picks).
+        listen: Endpoint,
+    },
 }
 
 impl ForwardSpec {
-    /// `local`, `remote` or `dynamic`, as the file writes it.
+    /// `local`, `remote`, `dynamic` or `remote-dynamic`, as the file writes it.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Self::Local { .. } => "local",
             Self::Remote { .. } => "remote",
             Self::Dynamic { .. } => "dynamic",
+            Self::RemoteDynamic { .. } => "remote-dynamic",
+        }
+    }
+
+    /// The ingress on the SSH server, for the kinds that listen there (`remote` and
+    /// `remote-dynamic`).
+    pub fn remote_listen(&self) -> Option<&Endpoint> {
+        match self {
+            Self::Remote { listen, .. } | Self::RemoteDynamic { listen } => Some(listen),
+            Self::Local { .. } | Self::Dynamic { .. } => None,
         }
     }
 
@@ -222,16 +238,21 @@ impl ForwardSpec {
     pub fn listen_text(&self) -> String {
         match self {
             Self::Local { listen, .. } | Self::Dynamic { listen } => listen.to_string(),
-            Self::Remote { listen, .. } => listen.to_string(),
+            Self::Remote { listen, .. } | Self::RemoteDynamic { listen } => listen.to_string(),
         }
     }
 
-    /// The egress, as text (`-` for a dynamic forward).
+    /// The egress, as text (`-` for a dynamic forward of either side).
     pub fn connect_text(&self) -> String {
         match self {
             Self::Local { connect, .. } | Self::Remote { connect, .. } => connect.to_string(),
-            Self::Dynamic { .. } => "-".into(),
+            Self::Dynamic { .. } | Self::RemoteDynamic { .. } => "-".into(),
         }
+    }
+
+    /// Whether each connection names its own destination (SOCKS or HTTP CONNECT).
+    pub fn is_dynamic(&self) -> bool {
+        matches!(self, Self::Dynamic { .. } | Self::RemoteDynamic { .. })
     }
 }
 

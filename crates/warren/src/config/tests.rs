@@ -314,7 +314,7 @@ fn unknown_forward_type() {
     ));
     assert_eq!(
         p,
-        "5:8: `type` \"lcoal\" is not valid; expected \"local\", \"remote\" or \"dynamic\""
+        "5:8: `type` \"lcoal\" is not valid; expected \"local\", \"remote\", \"dynamic\" or \"remote-dynamic\""
     );
 }
 
@@ -960,4 +960,54 @@ fn address_family_from_the_host_the_defaults_or_the_ssh_config() {
     assert!(!AddressFamily::Inet.admits(&"[::1]:22".parse().unwrap()));
     assert!(AddressFamily::Inet6.admits(&"[::1]:22".parse().unwrap()));
     assert!(AddressFamily::Any.admits(&"[::1]:22".parse().unwrap()));
+}
+
+#[test]
+fn remote_dynamic_forwards_listen_on_the_server_and_take_no_connect() {
+    let fwd = |extra: &str| {
+        format!(
+            "{HOST}[[forward]]\nhost = \"db\"\ntype = \"remote-dynamic\"\nlisten = \"0\"\n{extra}"
+        )
+    };
+    let c = ok(&fwd(""));
+    let f = &c.forwards[0];
+    assert_eq!(
+        f.spec,
+        ForwardSpec::RemoteDynamic {
+            listen: Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0
+            }
+        }
+    );
+    assert_eq!(f.name, "db:remote-dynamic:127.0.0.1:0");
+    assert_eq!(f.spec.connect_text(), "-");
+    assert!(f.spec.is_dynamic() && f.spec.remote_listen().is_some());
+    assert_eq!(
+        one_problem(&fwd("connect = \"127.0.0.1:80\"\n")),
+        "7:11: a remote-dynamic forward takes no `connect`: each SOCKS or HTTP client names its own destination"
+    );
+    assert_eq!(
+        one_problem(&fwd("allow_public = false\n")),
+        "7:16: `allow_public` applies to local and dynamic forwards; an ingress on the server is governed by the server's GatewayPorts"
+    );
+    assert_eq!(
+        one_problem(&fwd("probe_interval = \"30s\"\n")),
+        "7:18: `probe_interval` applies to local and remote forwards: a remote-dynamic one has no egress of its own"
+    );
+    let on_demand = fwd("").replace("\"10.0.0.5\"\n", "\"10.0.0.5\"\non_demand = true\n");
+    assert_eq!(
+        one_problem(&on_demand),
+        "6:8: a remote-dynamic forward needs its host's session up all the time (the server listens only while it lasts), but host `db` is `on_demand`"
+    );
+    // Two on one server address clash, as remote ones do; port 0 does not.
+    let twice = format!(
+        "{}{}",
+        fwd(""),
+        "[[forward]]\nname = \"b\"\nhost = \"db\"\ntype = \"remote-dynamic\"\nlisten = \"0\"\n"
+    );
+    assert_eq!(ok(&twice).forwards.len(), 2);
+    let clash = fwd("").replace("\"0\"", "\"1080\"")
+        + "[[forward]]\nname = \"b\"\nhost = \"db\"\ntype = \"remote\"\nlisten = \"1080\"\nconnect = \"80\"\n";
+    assert!(one_problem(&clash).contains("is already the ingress of forward"));
 }

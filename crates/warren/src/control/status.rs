@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ForwardSpec, Route};
+use crate::config::Route;
 use crate::forward::ForwardRuntime;
 use crate::session::{HostHandle, HostState, HostStatus};
 
@@ -156,9 +156,10 @@ pub fn document(hosts: &BTreeMap<String, HostHandle>, forwards: &[ForwardRuntime
                 host: f.config.host.clone(),
                 kind: f.config.spec.kind_name().into(),
                 listen,
-                connect: match &f.config.spec {
-                    ForwardSpec::Dynamic { .. } => None,
-                    s => Some(s.connect_text()),
+                connect: if f.config.spec.is_dynamic() {
+                    None
+                } else {
+                    Some(f.config.spec.connect_text())
                 },
                 state: f.readiness(host_up).as_str().into(),
                 active: c.active.load(Ordering::Relaxed),

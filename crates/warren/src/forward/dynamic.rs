@@ -1,8 +1,8 @@
-//! `dynamic` forwards (ssh -D): a SOCKS4/4a/5 server on this machine; each CONNECT becomes a
-//! `direct-tcpip` channel to the named target, resolved on the SSH server's side.
+//! `dynamic` forwards (ssh -D): a SOCKS4/4a/5 and HTTP CONNECT proxy on this machine; each
+//! request becomes a `direct-tcpip` channel to the named target, resolved on the SSH server's
+//! side.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use russh::ChannelOpenFailure;
 use tokio::io::AsyncWriteExt;
@@ -13,18 +13,17 @@ use super::copy::{Ingress, splice};
 use super::listener::Listener;
 use super::listener::Stream;
 use super::local::{Refusal, accept_loop};
-use super::socks::{self, Reply};
+pub use super::proxy::HANDSHAKE_TIMEOUT;
+use super::proxy::{self, Request};
+use super::socks::Reply;
 use super::{ActiveGuard, Context, Counters};
 use crate::config::Endpoint;
 use crate::session::{HostHandle, OpenError};
 
-/// A client must finish its SOCKS handshake within this long.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Accepts on `listener` until the forward stops; each client runs in its own task.
 pub async fn serve(cx: Context, listener: Listener) {
     let (host, counters, cut) = (cx.host.clone(), cx.forward.counters.clone(), cx.cut.clone());
-    accept_loop(&cx, &listener, Refusal::Socks, |stream, peer, active| {
+    accept_loop(&cx, &listener, Refusal::Proxy, |stream, peer, active| {
         client(
             stream,
             peer,
@@ -47,20 +46,20 @@ async fn client(
 ) {
     let handshake = tokio::select! {
         () = cut.cancelled() => return,
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::handshake(&mut stream)) => r,
+        r = proxy::handshake(&mut stream, HANDSHAKE_TIMEOUT) => r,
     };
-    let (request, early) = match handshake {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            debug!(error = %e, "socks handshake refused");
+    let Request {
+        protocol,
+        target: wanted,
+        early,
+    } = match handshake {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(error = %e, "proxy handshake refused");
             return;
         }
-        Err(_) => {
-            debug!("socks handshake timed out");
-            return;
-        }
     };
-    let (target_host, target_port) = request.target.host_port();
+    let (target_host, target_port) = wanted.host_port();
     let target = Endpoint::Tcp {
         host: target_host,
         port: target_port,
@@ -72,15 +71,14 @@ async fn client(
     let (channel, session, _lease) = match opened {
         Ok(c) => c,
         Err(e) => {
-            debug!(target = %target, error = %e, "socks connect failed");
-            let _ = stream
-                .write_all(&socks::reply_bytes(request.version, reply_for(&e)))
-                .await;
+            debug!(target = %target, error = %e, "proxy connect failed");
+            let _ = stream.write_all(&protocol.reply(reply_for(&e))).await;
+            let _ = stream.shutdown().await;
             return;
         }
     };
     if stream
-        .write_all(&socks::reply_bytes(request.version, Reply::Succeeded))
+        .write_all(&protocol.reply(Reply::Succeeded))
         .await
         .is_err()
     {
@@ -100,7 +98,7 @@ async fn client(
     }
 }
 
-/// The SOCKS answer for a channel that could not be opened.
+/// The answer (SOCKS code, or HTTP 502/504) for a channel that could not be opened.
 fn reply_for(e: &OpenError) -> Reply {
     match e {
         OpenError::Refused(russh::Error::ChannelOpenFailure(f)) => match f {

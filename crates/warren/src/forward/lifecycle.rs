@@ -275,7 +275,7 @@ impl Forwards {
 fn ingress_of(f: &ForwardConfig) -> Option<&BindAddr> {
     match &f.spec {
         ForwardSpec::Local { listen, .. } | ForwardSpec::Dynamic { listen } => Some(listen),
-        ForwardSpec::Remote { .. } => None,
+        ForwardSpec::Remote { .. } | ForwardSpec::RemoteDynamic { .. } => None,
     }
 }
 
@@ -299,13 +299,18 @@ async fn bind(
 async fn run(cx: Context, ingress: Ingress) {
     let spec = cx.forward.config.spec.clone();
     match (spec, ingress) {
-        (ForwardSpec::Remote { listen, connect }, _) => remote::serve(cx, listen, connect).await,
+        (ForwardSpec::Remote { listen, connect }, _) => {
+            remote::serve(cx, listen, remote::Egress::Fixed(connect.into())).await;
+        }
+        (ForwardSpec::RemoteDynamic { listen }, _) => {
+            remote::serve(cx, listen, remote::Egress::Proxy).await;
+        }
         (ForwardSpec::Local { connect, .. }, Ingress::Bound(listener)) => {
             info!(listen = %listen_of(&cx), connect = %connect, "listening");
             local::serve(cx, listener, connect).await;
         }
         (ForwardSpec::Dynamic { .. }, Ingress::Bound(listener)) => {
-            info!(listen = %listen_of(&cx), "socks listening");
+            info!(listen = %listen_of(&cx), "socks and http proxy listening");
             dynamic::serve(cx, listener).await;
         }
         (_, Ingress::None | Ingress::Retry(..)) => {

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::copy::{Ingress, splice};
 use super::listener::{Listener, Stream};
-use super::{ActiveGuard, Context, Counters, socks};
+use super::{ActiveGuard, Context, Counters, proxy};
 use crate::config::Endpoint;
 use crate::session::HostHandle;
 
@@ -38,15 +38,15 @@ pub async fn serve(cx: Context, listener: Listener, egress: Endpoint) {
 pub enum Refusal {
     /// Closed at once (a local forward).
     Close,
-    /// A SOCKS failure reply first (a dynamic forward), within [`REFUSAL_TIMEOUT`].
-    Socks,
+    /// A SOCKS or HTTP failure answer first (a dynamic forward), within [`REFUSAL_TIMEOUT`].
+    Proxy,
 }
 
-/// How long a refused SOCKS client has to send its first byte, to be answered.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a refused SOCKS or HTTP client has to send its first byte, to be answered.
+pub(super) const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Refused clients answered at once per forward; beyond, a refused connection is just closed.
-const REFUSALS_ANSWERED: usize = 64;
+pub(super) const REFUSALS_ANSWERED: usize = 64;
 
 /// The accept loop of every ingress on this machine (local and dynamic forwards): spawn
 /// first, do the handshake inside the task, never I/O in the loop. A connection beyond
@@ -87,14 +87,14 @@ where
 
 /// Turns away a connection beyond the limit, as `refusal` says, without I/O in the loop.
 fn refuse(mut stream: Stream, refusal: Refusal, answering: &Arc<Semaphore>, tasks: &TaskTracker) {
-    let Refusal::Socks = refusal else {
+    let Refusal::Proxy = refusal else {
         return;
     };
     let Ok(permit) = answering.clone().try_acquire_owned() else {
         return;
     };
     tasks.spawn(async move {
-        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, socks::refuse(&mut stream)).await;
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, proxy::refuse(&mut stream)).await;
         drop(permit);
     });
 }

@@ -1,14 +1,18 @@
-//! The forward kinds — `local` (-L), `remote` (-R), `dynamic` (-D, SOCKS) — each carrying
+//! The forward kinds — `local` (-L), `remote` (-R), `dynamic` (-D) and `remote-dynamic`
+//! (-R PORT), the last two proxies that speak SOCKS and HTTP CONNECT (`proxy`) — each carrying
 //! its connections over its host's session; their life from bind to drain (`lifecycle`); and
 //! what they share: the context a forward runs in, listeners, copying, counters, readiness.
 
 pub mod copy;
 pub mod dynamic;
+pub mod http_connect;
 pub mod lifecycle;
 pub mod listener;
 pub mod local;
 pub mod probe;
+pub mod proxy;
 pub mod remote;
+pub mod remote_dynamic;
 pub mod socks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::config::{BindAddr, Endpoint, ForwardConfig, ForwardSpec};
+use crate::config::{BindAddr, Endpoint, ForwardConfig};
 use crate::session::HostHandle;
 
 /// What a running forward of any kind works with.
@@ -208,13 +212,15 @@ impl ForwardRuntime {
     }
 
     /// Whether it carries connections, given whether its host's session is up. A local or
-    /// dynamic ingress follows its host; a remote one also needs the server's listener.
+    /// dynamic ingress follows its host; one on the server (remote, remote-dynamic) also
+    /// needs the server's listener.
     pub fn readiness(&self, host_up: bool) -> Readiness {
-        match (&self.config.spec, self.status().state) {
-            (_, ForwardState::Failed) => Readiness::Failed,
-            (ForwardSpec::Remote { .. }, ForwardState::Ready) if host_up => Readiness::Ready,
-            (ForwardSpec::Remote { .. }, _) => Readiness::Waiting,
-            (_, _) if host_up => Readiness::Ready,
+        let on_server = self.config.spec.remote_listen().is_some();
+        match self.status().state {
+            ForwardState::Failed => Readiness::Failed,
+            ForwardState::Ready if on_server && host_up => Readiness::Ready,
+            _ if on_server => Readiness::Waiting,
+            _ if host_up => Readiness::Ready,
             _ => Readiness::Waiting,
         }
     }

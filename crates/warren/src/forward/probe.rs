@@ -62,7 +62,7 @@ async fn probe(cx: &Context) -> Option<Result<(), String>> {
                 Err(_) => Err(format!("no connection to {connect} within connect_timeout")),
             })
         }
-        ForwardSpec::Dynamic { .. } => None,
+        ForwardSpec::Dynamic { .. } | ForwardSpec::RemoteDynamic { .. } => None,
     }
 }
 

@@ -1,6 +1,8 @@
-//! `remote` forwards (ssh -R): after every (re)connect, ask the server to listen; each
-//! channel it opens is connected to the egress here *before* it is accepted, so a refused
-//! egress is a rejected channel (a prompt reset for the remote client), never a hang.
+//! `remote` forwards (ssh -R) and the listener side of `remote-dynamic` ones: after every
+//! (re)connect, ask the server to listen. For `remote`, each channel it opens is connected to
+//! the egress here *before* it is accepted, so a refused egress is a rejected channel (a
+//! prompt reset for the remote client), never a hang; a `remote-dynamic` channel is accepted
+//! and answered as a proxy client (`remote_dynamic`).
 //! A listener the server refuses (typically: the dead previous session still holds the port)
 //! is retried for this forward alone, with its own backoff.
 
@@ -9,24 +11,43 @@ use std::time::Duration;
 
 use russh::ChannelOpenFailure;
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::copy::{Ingress, splice};
-use super::{ActiveGuard, Context, ForwardRuntime, ForwardState};
+use super::local::REFUSALS_ANSWERED;
+use super::{ActiveGuard, Context, ForwardRuntime, ForwardState, remote_dynamic};
 use crate::config::Endpoint;
 use crate::session::{Backoff, Incoming, RouteKey, Session};
 
 /// Channels waiting for their egress connect, per forward; more are rejected.
 const QUEUE: usize = 256;
 
+/// Where the channels of a listener on the server go.
+#[derive(Debug, Clone)]
+pub enum Egress {
+    /// To this endpoint, from this machine (`remote`).
+    Fixed(Arc<Endpoint>),
+    /// Where each client asks, by SOCKS or HTTP CONNECT (`remote-dynamic`).
+    Proxy,
+}
+
+impl std::fmt::Display for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(to) => to.fmt(f),
+            Self::Proxy => f.write_str("socks/http proxy"),
+        }
+    }
+}
+
 /// Keeps `listen` (on the server) requested on every session until the forward stops;
-/// connects its channels to `egress` here.
-pub async fn serve(s: Context, listen: Endpoint, egress: Endpoint) {
+/// sends its channels to `egress`.
+pub async fn serve(s: Context, listen: Endpoint, egress: Egress) {
     let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
     let mut sessions = s.host.watch_session();
-    let egress = Arc::new(egress);
+    let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
     let cfg = s.host.config().clone();
     loop {
         let session = tokio::select! {
@@ -77,14 +98,33 @@ pub async fn serve(s: Context, listen: Endpoint, egress: Endpoint) {
                 _ = sessions.changed() => break false,
                 Some(incoming) = rx.recv() => {
                     // Beyond max_connections the channel is refused (the remote client's
-                    // connection is closed by the server), counted and logged once a burst.
+                    // connection is closed by the server), or, for a proxy, answered with
+                    // its protocol's failure; counted and logged once a burst.
                     let Some(active) = s.forward.counters.admit(s.forward.config.max_connections) else {
-                        incoming.reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                        let permit = match &egress {
+                            Egress::Proxy => answering.clone().try_acquire_owned().ok(),
+                            Egress::Fixed(_) => None,
+                        };
+                        match permit {
+                            Some(permit) => {
+                                s.connections.spawn(remote_dynamic::refuse(incoming, permit));
+                            }
+                            None => incoming.reply.reject(ChannelOpenFailure::ResourceShortage).await,
+                        }
                         continue;
                     };
                     let span = info_span!("conn", peer = %incoming.originator);
-                    let conn = connection(incoming, active, egress.clone(), s.forward.clone(), cfg.connect_timeout, s.cut.clone(), session.clone());
-                    s.connections.spawn(conn.instrument(span));
+                    let (forward, cut, session) = (s.forward.clone(), s.cut.clone(), session.clone());
+                    match &egress {
+                        Egress::Fixed(to) => {
+                            let conn = connection(incoming, active, to.clone(), forward, cfg.connect_timeout, cut, session);
+                            s.connections.spawn(conn.instrument(span));
+                        }
+                        Egress::Proxy => {
+                            let conn = remote_dynamic::connection(incoming, active, forward, cfg.connect_timeout, cut, session);
+                            s.connections.spawn(conn.instrument(span));
+                        }
+                    }
                 }
             }
         };
@@ -146,8 +186,8 @@ async fn connection(
         () = session.ended() => debug!("session ended; connection closed"),
         r = async {
             match stream {
-                Egress::Tcp(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,
-                Egress::Unix(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,
+                Connected::Tcp(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,
+                Connected::Unix(s) => splice(s, channel, &forward.counters, Ingress::Channel).await,
             }
         } => match r {
             Ok((i, o)) => debug!(bytes_in = i, bytes_out = o, "connection finished"),
@@ -156,18 +196,18 @@ async fn connection(
     }
 }
 
-enum Egress {
+enum Connected {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-async fn connect_egress(egress: &Endpoint) -> std::io::Result<Egress> {
+async fn connect_egress(egress: &Endpoint) -> std::io::Result<Connected> {
     match egress {
         Endpoint::Tcp { host, port } => {
             let stream = TcpStream::connect((host.as_str(), *port)).await?;
             let _ = stream.set_nodelay(true);
-            Ok(Egress::Tcp(stream))
+            Ok(Connected::Tcp(stream))
         }
-        Endpoint::Unix(path) => Ok(Egress::Unix(UnixStream::connect(path).await?)),
+        Endpoint::Unix(path) => Ok(Connected::Unix(UnixStream::connect(path).await?)),
     }
 }

@@ -258,7 +258,19 @@ where
 {
     let mut buf = Vec::with_capacity(64);
     more(s, &mut buf).await?;
-    let parsed = match buf[0] {
+    handshake_from(s, buf).await
+}
+
+/// [`handshake`] for a client whose first bytes were read already (into `buf`, at most
+/// [`MAX_HANDSHAKE`] of them).
+pub async fn handshake_from<S>(s: &mut S, mut buf: Vec<u8>) -> Result<(Parsed, Vec<u8>), SocksError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(&first) = buf.first() else {
+        return Err(SocksError::Truncated);
+    };
+    let parsed = match first {
         5 => {
             let greeting = loop {
                 match parse_greeting(&buf) {
@@ -295,27 +307,6 @@ where
     };
     let rest = buf.split_off(parsed.len);
     Ok((parsed, rest))
-}
-
-/// Turns a client away before its handshake (its forward is full): a SOCKS5 client is told no
-/// method is acceptable, a SOCKS4 one that its request is rejected, after its first byte;
-/// the caller bounds the time.
-pub async fn refuse<S>(s: &mut S)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut first = [0u8; 1];
-    let reply: &[u8] = match s.read(&mut first).await {
-        Ok(1) if first[0] == 5 => &[5, 0xff],
-        Ok(1) if first[0] == 4 => &[0, 0x5b, 0, 0, 0, 0, 0, 0],
-        _ => return,
-    };
-    let _ = s.write_all(reply).await;
-    let _ = s.shutdown().await;
-    // Closing with unread input would reset the connection before the client reads the
-    // answer: take what it sent (bounded; the caller bounds the time).
-    let mut rest = [0u8; MAX_HANDSHAKE];
-    let _ = s.read(&mut rest).await;
 }
 
 async fn answer<S: AsyncWrite + Unpin>(s: &mut S, version: Version, e: SocksError) -> SocksError {

@@ -34,8 +34,12 @@ struct Line<'a> {
 /// Where `f` listens now: its bound ingress, or the listener the server confirmed.
 fn listening(f: &ForwardRuntime) -> Option<String> {
     match &f.config.spec {
-        ForwardSpec::Remote { .. } => f.status().remote_listen.map(|l| l.to_string()),
-        _ => f.bound.as_ref().map(ToString::to_string),
+        ForwardSpec::Remote { .. } | ForwardSpec::RemoteDynamic { .. } => {
+            f.status().remote_listen.map(|l| l.to_string())
+        }
+        ForwardSpec::Local { .. } | ForwardSpec::Dynamic { .. } => {
+            f.bound.as_ref().map(ToString::to_string)
+        }
     }
 }
 
@@ -54,13 +58,14 @@ pub async fn announce(
     };
     for f in &forwards {
         let listen = listening(f).unwrap_or_default();
-        let connect = match &f.config.spec {
-            ForwardSpec::Dynamic { .. } => None,
-            spec => Some(spec.connect_text()),
+        let connect = if f.config.spec.is_dynamic() {
+            None
+        } else {
+            Some(f.config.spec.connect_text())
         };
         let flag = match &f.config.spec {
             ForwardSpec::Local { .. } => "-L",
-            ForwardSpec::Remote { .. } => "-R",
+            ForwardSpec::Remote { .. } | ForwardSpec::RemoteDynamic { .. } => "-R",
             ForwardSpec::Dynamic { .. } => "-D",
         };
         let text = if json {

@@ -181,8 +181,21 @@ fn forward_from(host: &str, flag: ForwardFlag, spec: &str, origin: &str) -> Resu
             forward(host, "local", &listen, Some(&connect), public)
         }
         ForwardFlag::Remote => {
-            let (listen, connect, _) = split_forward(spec, origin)?;
-            forward(host, "remote", &listen, Some(&connect), false)
+            // As in ssh, a -R (or RemoteForward) with no destination is a SOCKS proxy on the
+            // server.
+            let listen = match split_colons(spec).as_slice() {
+                [port] if port.parse::<u16>().is_ok() => Some(port.clone()),
+                [bind, port] if !bind.starts_with('/') && port.parse::<u16>().is_ok() => {
+                    Some(specs::join_bind(bind, port))
+                }
+                _ => None,
+            };
+            if let Some(listen) = listen {
+                forward(host, "remote-dynamic", &listen, None, false)
+            } else {
+                let (listen, connect, _) = split_forward(spec, origin)?;
+                forward(host, "remote", &listen, Some(&connect), false)
+            }
         }
         ForwardFlag::Dynamic => {
             let parts = split_colons(spec);

@@ -119,6 +119,12 @@ mod tests {
             "/tmp/l.sock:/run/pg.sock",
             "-R",
             "0:localhost:3000",
+            "-R",
+            "1081",
+            "-R",
+            "[::1]:0",
+            "-R",
+            "8080:/run/app.sock",
             "-D",
             "1080",
             "-p",
@@ -166,6 +172,9 @@ mod tests {
                 s("local", "127.0.0.2:6000", "[fd00::1]:6000"),
                 s("local", "/tmp/l.sock", "/run/pg.sock"),
                 s("remote", "127.0.0.1:0", "localhost:3000"),
+                s("remote-dynamic", "127.0.0.1:1081", "-"),
+                s("remote-dynamic", "[::1]:0", "-"),
+                s("remote", "127.0.0.1:8080", "/run/app.sock"),
                 s("dynamic", "127.0.0.1:1080", "-"),
             ]
         );

@@ -205,10 +205,10 @@ fn ssh_config_forwards_of_the_destination_are_added() {
 
 #[test]
 fn ssh_config_problems_are_reported() {
-    let home = home_with("Host *\n  RemoteForward 9000\n", "LocalForward 1\n");
+    let home = home_with("Host *\n  RemoteForward 9000:x\n", "LocalForward 1\n");
     let env = env_at(home.path());
     let e = to_document(&args(&["h"]), &env).unwrap_err();
-    assert!(e.contains("RemoteForward 9000: expected"), "{e}");
+    assert!(e.contains("RemoteForward 9000:x: expected"), "{e}");
     let other = home.path().join("other.conf");
     let e = to_document(&args(&["-F", other.to_str().unwrap(), "h"]), &env).unwrap_err();
     assert!(e.contains("other.conf:1: bad LocalForward"), "{e}");
@@ -237,5 +237,28 @@ fn relative_paths_are_written_absolute() {
             .map(|v| v.as_str().unwrap())
             .collect::<Vec<_>>(),
         [cwd.join("keys/id").to_str().unwrap(), "~/id2"]
+    );
+}
+
+#[test]
+fn a_remote_forward_without_a_destination_is_a_proxy_on_the_server() {
+    let home = home_with(
+        "Host h\n  RemoteForward 1081\n  RemoteForward [::1]:0\n",
+        "",
+    );
+    let env = env_at(home.path());
+    let (_, c) = adhoc(
+        &["-R", "127.0.0.1:1082", "-R", "8080:/run/app.sock", "h"],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        forwards(&c),
+        [
+            f("remote-dynamic", "127.0.0.1:1082", "-"),
+            f("remote", "127.0.0.1:8080", "/run/app.sock"),
+            f("remote-dynamic", "127.0.0.1:1081", "-"),
+            f("remote-dynamic", "[::1]:0", "-"),
+        ]
     );
 }

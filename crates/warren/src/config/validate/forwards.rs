@@ -11,6 +11,9 @@ use crate::config::address::{BindAddr, Endpoint, parse_bind, parse_egress, parse
 use crate::config::raw::RawForward;
 use crate::config::{ForwardConfig, ForwardSpec};
 
+/// The values `type` takes, as messages list them.
+const KINDS: &str = "\"local\", \"remote\", \"dynamic\" or \"remote-dynamic\"";
+
 pub(super) fn forward(
     f: &Spanned<RawForward>,
     names: &[String],
@@ -34,16 +37,16 @@ pub(super) fn forward(
     };
     let kind = match &raw.kind {
         None => {
-            cx.err(
-                header.clone(),
-                "[[forward]] needs `type`: \"local\", \"remote\" or \"dynamic\"",
-            );
+            cx.err(header.clone(), format!("[[forward]] needs `type`: {KINDS}"));
             None
         }
         Some(k) => match k.get_ref().as_str() {
-            k @ ("local" | "remote" | "dynamic") => Some(k),
+            k @ ("local" | "remote" | "dynamic" | "remote-dynamic") => Some(k),
             other => {
-                cx.err(k.span(), format!("`type` \"{other}\" is not valid; expected \"local\", \"remote\" or \"dynamic\""));
+                cx.err(
+                    k.span(),
+                    format!("`type` \"{other}\" is not valid; expected {KINDS}"),
+                );
                 None
             }
         },
@@ -83,16 +86,23 @@ pub(super) fn forward(
         }
         _ => {
             if let Some(p) = &raw.allow_public {
-                cx.err(p.span(), "`allow_public` applies to local and dynamic forwards; a remote ingress is governed by the server's GatewayPorts");
+                cx.err(p.span(), "`allow_public` applies to local and dynamic forwards; an ingress on the server is governed by the server's GatewayPorts");
             }
             let bind = parse_remote_bind(listen.get_ref(), &expand);
             let bind = bind
                 .map_err(|e| cx.err(listen.span(), format!("`listen`: {e}")))
                 .ok();
-            let connect = egress(raw, header.clone(), cx);
-            ForwardSpec::Remote {
-                listen: bind?,
-                connect: connect?,
+            if kind == Some("remote-dynamic") {
+                if let Some(c) = &raw.connect {
+                    cx.err(c.span(), "a remote-dynamic forward takes no `connect`: each SOCKS or HTTP client names its own destination");
+                }
+                ForwardSpec::RemoteDynamic { listen: bind? }
+            } else {
+                let connect = egress(raw, header.clone(), cx);
+                ForwardSpec::Remote {
+                    listen: bind?,
+                    connect: connect?,
+                }
             }
         }
     };
@@ -108,10 +118,10 @@ pub(super) fn forward(
     let socket_mode = socket_mode(raw, &spec, cx)?;
     let probe_interval = match &raw.probe_interval {
         None => None,
-        Some(v) if matches!(spec, ForwardSpec::Dynamic { .. }) => {
+        Some(v) if spec.is_dynamic() => {
             cx.err(
                 v.span(),
-                "`probe_interval` applies to local and remote forwards: a dynamic one has no egress of its own",
+                format!("`probe_interval` applies to local and remote forwards: a {} one has no egress of its own", spec.kind_name()),
             );
             return None;
         }
@@ -241,7 +251,7 @@ pub(super) fn check_unique_forwards(
                 }
                 seen_binds.push((listen, &f.name));
             }
-            ForwardSpec::Remote { listen, .. } => {
+            ForwardSpec::Remote { listen, .. } | ForwardSpec::RemoteDynamic { listen } => {
                 let fixed = !matches!(listen, Endpoint::Tcp { port: 0, .. });
                 if fixed
                     && let Some((_, _, other)) = seen_remote

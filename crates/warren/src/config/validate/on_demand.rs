@@ -1,14 +1,14 @@
-//! On-demand hosts: a remote forward needs its host's session all the time, so its host
+//! On-demand hosts: a remote (or remote-dynamic) forward needs its host's session all the time, so its host
 //! cannot be on demand; and a jump host that carries no forward of its own and is used only by
 //! on-demand hosts follows them (its session opens when theirs does and closes soon after).
 
 use super::Ctx;
 use crate::config::raw::RawForward;
-use crate::config::{ForwardConfig, ForwardSpec, HOP_LINGER, HostConfig, Route};
+use crate::config::{ForwardConfig, HOP_LINGER, HostConfig, Route};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Refuses remote forwards of on-demand hosts, at the forward's `type`.
+/// Refuses remote and remote-dynamic forwards of on-demand hosts, at the forward's `type`.
 pub(super) fn check_remote_forwards(
     raw: &[toml::Spanned<RawForward>],
     forwards: &[(usize, ForwardConfig)],
@@ -17,7 +17,7 @@ pub(super) fn check_remote_forwards(
 ) {
     for (i, f) in forwards {
         let on_demand = hosts.get(&f.host).is_some_and(|h| h.on_demand.is_some());
-        if !on_demand || !matches!(f.spec, ForwardSpec::Remote { .. }) {
+        if !on_demand || f.spec.remote_listen().is_none() {
             continue;
         }
         let Some(at) = raw.get(*i).and_then(|r| r.get_ref().kind.as_ref()) else {
@@ -26,8 +26,9 @@ pub(super) fn check_remote_forwards(
         cx.err(
             at.span(),
             format!(
-                "a remote forward needs its host's session up all the time (the server listens \
+                "a {} forward needs its host's session up all the time (the server listens \
                  only while it lasts), but host `{}` is `on_demand`",
+                f.spec.kind_name(),
                 f.host
             ),
         );
