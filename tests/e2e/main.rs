@@ -29,6 +29,7 @@ mod metrics;
 mod names_and_sockets;
 mod netns;
 mod on_demand;
+mod openssh_forwarding;
 mod reload;
 mod remote_forward;
 mod reverse_socks;
