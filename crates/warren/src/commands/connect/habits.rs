@@ -35,16 +35,9 @@ fn level(quiet: bool, verbose: u8) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
 
-    fn args(line: &[&str]) -> ConnectArgs {
-        let mut full = vec!["warren", "connect"];
-        full.extend_from_slice(line);
-        match Cli::parse_args(full).unwrap().command {
-            Command::Connect(c) => *c,
-            _ => unreachable!(),
-        }
-    }
+    use crate::cli::Cli;
+    use crate::commands::connect::test_args as args;
 
     #[test]
     fn q_and_v_are_log_levels_and_log_level_wins() {

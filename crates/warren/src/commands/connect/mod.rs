@@ -81,19 +81,22 @@ pub fn to_toml(args: &ConnectArgs, env: &Env) -> Result<String, String> {
     toml::to_string(&adhoc.document).map_err(|e| e.to_string())
 }
 
+/// `warren connect LINE`, parsed: for the tests of this module and its children.
+#[cfg(test)]
+fn test_args(line: &[&str]) -> ConnectArgs {
+    let mut full = vec!["warren", "connect"];
+    full.extend_from_slice(line);
+    match crate::cli::Cli::parse_args(full).unwrap().command {
+        crate::cli::Command::Connect(c) => *c,
+        _ => unreachable!(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
 
-    fn args(line: &[&str]) -> ConnectArgs {
-        let mut full = vec!["warren", "connect"];
-        full.extend_from_slice(line);
-        match Cli::parse_args(full).unwrap().command {
-            Command::Connect(c) => *c,
-            _ => unreachable!(),
-        }
-    }
+    use super::test_args as args;
 
     /// This process's environment with a home that holds no ssh_config.
     fn env() -> Env {

@@ -4,17 +4,8 @@
 use std::path::Path;
 
 use super::document::{AdHoc, to_document};
-use crate::cli::{Cli, Command, ConnectArgs};
+use super::test_args as args;
 use crate::config::{AddressFamily, Config, Env};
-
-fn args(line: &[&str]) -> ConnectArgs {
-    let mut full = vec!["warren", "connect"];
-    full.extend_from_slice(line);
-    match Cli::parse_args(full).unwrap().command {
-        Command::Connect(c) => *c,
-        _ => unreachable!(),
-    }
-}
 
 /// This process's environment with `home` as its home.
 fn env_at(home: &Path) -> Env {
