@@ -95,7 +95,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("warren_forward_bytes", "counter", &["forward", "direction"]),
     ("warren_forward_probe_up", "gauge", &["forward"]),
 ];
-const HOST_STATES: [&str; 4] = ["connecting", "up", "backoff", "failed"];
+const HOST_STATES: [&str; 5] = ["idle", "connecting", "up", "backoff", "failed"];
 const FAILURE_CLASSES: [&str; 4] = ["network", "host-key", "auth", "config"];
 const LOSS_REASONS: [&str; 4] = ["keepalive", "write-stall", "closed", "hop"];
 const OPEN_FAILURES: [&str; 4] = ["no-session", "refused", "timeout", "session-ended"];
