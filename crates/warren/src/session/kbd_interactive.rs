@@ -52,16 +52,19 @@ pub(super) fn answer(prompts: &[Prompt], password_sent: bool) -> Result<Answer, 
             quote(&one.prompt)
         )),
         [_] => Ok(Answer::Password),
-        several => Err(format!(
-            "keyboard-interactive asked {} prompts at once ({}); password_file answers one \
-             echo-off prompt",
-            several.len(),
-            several
-                .iter()
-                .map(|p| quote(&p.prompt))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        several => {
+            // The server chooses how many: name the first few.
+            let mut named: Vec<String> = several.iter().take(3).map(|p| quote(&p.prompt)).collect();
+            if several.len() > 3 {
+                named.push(format!("and {} more", several.len() - 3));
+            }
+            Err(format!(
+                "keyboard-interactive asked {} prompts at once ({}); password_file answers one \
+                 echo-off prompt",
+                several.len(),
+                named.join(", ")
+            ))
+        }
     }
 }
 
@@ -152,6 +155,20 @@ mod tests {
         assert!(e.contains("2 prompts"), "{e}");
         assert!(e.contains("\"Password: \""), "{e}");
         assert!(e.contains("\"Verification code: \""), "{e}");
+    }
+
+    #[test]
+    fn a_flood_of_prompts_names_the_first_three() {
+        let many: Vec<Prompt> = (0..10_000)
+            .map(|i| prompt(&format!("q{i}: "), false))
+            .collect();
+        let e = answer(&many, false).unwrap_err();
+        assert!(
+            e.contains("10000 prompts") && e.contains("and 9997 more"),
+            "{e}"
+        );
+        assert!(e.contains("\"q2: \"") && !e.contains("q3:"), "{e}");
+        assert!(e.len() < 400, "{} bytes", e.len());
     }
 
     #[test]

@@ -24,12 +24,16 @@ pub struct AdHoc {
 }
 
 /// Which ssh_config `-F` names: `None` for `-F none`, else the file and the value of
-/// `[daemon] ssh_config` that reads it.
-fn ssh_config_file(args: &ConnectArgs, env: &Env) -> Option<(PathBuf, Value)> {
-    match args.ssh_config.as_deref() {
+/// `[daemon] ssh_config` that reads it. A file named by `-F` must exist (as in ssh; a typo
+/// would silently drop its forwards); a missing `~/.ssh/config` is an empty one.
+fn ssh_config_file(args: &ConnectArgs, env: &Env) -> Result<Option<(PathBuf, Value)>, String> {
+    Ok(match args.ssh_config.as_deref() {
         Some("none") => None,
         Some(file) => {
             let path = absolute(Path::new(file));
+            if let Err(e) = std::fs::metadata(&path) {
+                return Err(format!("-F {file}: cannot open the ssh_config file: {e}"));
+            }
             let value = Value::String(path.to_string_lossy().into_owned());
             Some((path, value))
         }
@@ -37,7 +41,7 @@ fn ssh_config_file(args: &ConnectArgs, env: &Env) -> Option<(PathBuf, Value)> {
             .home
             .as_ref()
             .map(|home| (home.join(".ssh/config"), Value::Boolean(true))),
-    }
+    })
 }
 
 /// A relative path made absolute against the working directory, so that the document means
@@ -55,7 +59,7 @@ pub fn to_document(args: &ConnectArgs, env: &Env) -> Result<AdHoc, String> {
     // Like ssh, read ~/.ssh/config (a missing file is an empty one) or the -F file: a host
     // written by its alias gets its HostName, User, Port, ProxyJump... from there (when the
     // configuration is validated) and its *Forward lines here; the options here win.
-    let ssh = ssh_config_file(args, env);
+    let ssh = ssh_config_file(args, env)?;
     let mut doc = Table::new();
     doc.insert(
         "daemon".into(),
@@ -106,8 +110,9 @@ pub fn to_document(args: &ConnectArgs, env: &Env) -> Result<AdHoc, String> {
             exit_on_forward_failure.get_or_insert(yes);
             continue;
         }
-        let (k, v) = options::option(o)?;
-        host.insert(k, v);
+        if let Some((k, v)) = options::option(o)? {
+            host.insert(k, v);
+        }
     }
     if args.inet4 || args.inet6 {
         let family = if args.inet4 { "inet" } else { "inet6" };

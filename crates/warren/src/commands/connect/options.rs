@@ -3,13 +3,18 @@
 
 use toml::Value;
 
-/// `-o KEY=VALUE` split, trimmed.
+/// `-o KEY=VALUE` (or `KEY VALUE`) split at the first `=` or white space, whichever comes
+/// first, as ssh does (`-o "ProxyCommand ssh -o X=Y gw"` has the key `ProxyCommand`); trimmed.
 fn split(o: &str) -> Result<(&str, &str), String> {
-    let (k, v) = o
-        .split_once('=')
-        .or_else(|| o.split_once(char::is_whitespace))
+    let o = o.trim_start();
+    let at = o
+        .find(|c: char| c == '=' || c.is_whitespace())
         .ok_or_else(|| format!("-o {o}: expected KEY=VALUE"))?;
-    Ok((k.trim(), v.trim()))
+    let (k, rest) = o.split_at(at);
+    // `KEY = VALUE`, `KEY =VALUE`, `KEY VALUE`: one `=` may follow the white space.
+    let rest = rest.trim_start();
+    let v = rest.strip_prefix('=').unwrap_or(rest);
+    Ok((k, v.trim()))
 }
 
 /// `Some` when `o` is `ExitOnForwardFailure=yes|no`: a setting of `warren connect` itself,
@@ -26,8 +31,8 @@ pub(super) fn exit_on_forward_failure(o: &str) -> Result<Option<bool>, String> {
     }
 }
 
-/// The setting `-o KEY=VALUE` stands for.
-pub(super) fn option(o: &str) -> Result<(String, Value), String> {
+/// The setting `-o KEY=VALUE` stands for; `None` for one that keeps the default.
+pub(super) fn option(o: &str) -> Result<Option<(String, Value)>, String> {
     let (k, v) = split(o)?;
     let secs = |v: &str| {
         let text = if v.bytes().all(|b| b.is_ascii_digit()) {
@@ -54,6 +59,8 @@ pub(super) fn option(o: &str) -> Result<(String, Value), String> {
         "userknownhostsfile" => ("known_hosts", list(v, ' ')),
         "identityfile" => ("identity_files", list(v, ',')),
         "certificatefile" => ("certificate_files", list(v, ',')),
+        // 0 is ssh's "no keepalives"; warren always sends them: keep its default.
+        "serveraliveinterval" if v == "0" => return Ok(None),
         "serveraliveinterval" => ("keepalive_interval", secs(v)),
         "serveralivecountmax" => ("keepalive_count_max", number(v)),
         "connecttimeout" => ("connect_timeout", secs(v)),
@@ -80,10 +87,10 @@ pub(super) fn option(o: &str) -> Result<(String, Value), String> {
                 },
                 _ => string(v),
             };
-            return Ok((k.to_string(), value));
+            return Ok(Some((k.to_string(), value)));
         }
     };
-    Ok((key.to_string(), value))
+    Ok(Some((key.to_string(), value)))
 }
 
 /// A whole number, or the text as written (which validation then reports as the wrong type,

@@ -203,11 +203,14 @@ fn ssh_config_problems_are_reported() {
     let other = home.path().join("other.conf");
     let e = to_document(&args(&["-F", other.to_str().unwrap(), "h"]), &env).unwrap_err();
     assert!(e.contains("other.conf:1: bad LocalForward"), "{e}");
-    let e = to_document(&args(&["-F", "/nonexistent-dir/x", "-D", "1", "h"]), &env);
+    // A file -F names must exist, as in ssh (a missing ~/.ssh/config is an empty one).
+    let e = to_document(&args(&["-F", "/nonexistent-dir/x", "-D", "1", "h"]), &env).unwrap_err();
     assert!(
-        e.is_ok(),
-        "a missing file is an empty one, as ~/.ssh/config"
+        e.contains("-F /nonexistent-dir/x: cannot open the ssh_config file"),
+        "{e}"
     );
+    let nohome = env_at(Path::new("/nonexistent-home"));
+    assert!(to_document(&args(&["-D", "1", "h"]), &nohome).is_ok());
 }
 
 #[test]
@@ -251,5 +254,52 @@ fn a_remote_forward_without_a_destination_is_a_proxy_on_the_server() {
             f("remote-dynamic", "127.0.0.1:1081", "-"),
             f("remote-dynamic", "[::1]:0", "-"),
         ]
+    );
+}
+
+#[test]
+fn o_splits_at_the_first_equals_or_space_as_ssh_does() {
+    let env = env_at(Path::new("/nonexistent-home"));
+    let (a, _) = adhoc(
+        &[
+            "-o",
+            "ProxyCommand nc -X connect -x proxy:3128 %h %p",
+            "-o",
+            "ConnectTimeout = 7",
+            "-o",
+            "ServerAliveCountMax =4",
+            "-D",
+            "1",
+            "h",
+        ],
+        &env,
+    )
+    .unwrap();
+    let host = a.document["hosts"]["h"].as_table().unwrap();
+    assert_eq!(
+        host["proxy_command"].as_str(),
+        Some("nc -X connect -x proxy:3128 %h %p")
+    );
+    assert_eq!(host["connect_timeout"].as_str(), Some("7s"));
+    assert_eq!(host["keepalive_count_max"].as_integer(), Some(4));
+    let (a, _) = adhoc(
+        &["-o", "ProxyCommand=ssh -o X=Y -W %h:%p gw", "-D", "1", "h"],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        a.document["hosts"]["h"]["proxy_command"].as_str(),
+        Some("ssh -o X=Y -W %h:%p gw")
+    );
+}
+
+#[test]
+fn server_alive_interval_0_keeps_warren_s_keepalives() {
+    let env = env_at(Path::new("/nonexistent-home"));
+    let (a, c) = adhoc(&["-o", "ServerAliveInterval=0", "-D", "1", "h"], &env).unwrap();
+    assert!(a.document["hosts"]["h"].get("keepalive_interval").is_none());
+    assert_eq!(
+        c.hosts["h"].keepalive_interval,
+        std::time::Duration::from_secs(15)
     );
 }
