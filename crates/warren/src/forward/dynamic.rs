@@ -72,8 +72,9 @@ async fn client(
         Ok(c) => c,
         Err(e) => {
             debug!(target = %target, error = %e, "proxy connect failed");
-            let _ = stream.write_all(&protocol.reply(reply_for(&e))).await;
-            let _ = stream.shutdown().await;
+            // Written, shut, and what the client sent meanwhile read away (bounded), so that
+            // a reset does not destroy the answer before the client reads it.
+            super::http_connect::farewell(&mut stream, &protocol.reply(reply_for(&e))).await;
             return;
         }
     };
